@@ -1,0 +1,202 @@
+"""Command-line configuration of fMRLRec: the released code's options, same names and defaults.
+
+`parse_args(argv)` builds the configuration; importing this module does nothing.
+Booleans are real: `--flag`, `--flag True`, `--flag False` and `--no-flag` all work.
+"""
+import argparse
+import subprocess
+import time
+from pathlib import Path
+
+DEFAULT_SIZES = '8,16,32,64,128,256,512,1024'
+EXPERIMENT_ROOT = 'experiments'
+DEMO_ENCODER = 'demo-synthetic'
+DEFAULT_LANGUAGE_ENCODER = 'BAAI/bge-large-en-v1.5'
+DEFAULT_IMG_ENCODER = 'google/siglip-large-patch16-256'
+# The paper's best r_min per dataset (SPEC §4); r_max = r_min + 0.1.
+PAPER_R_MIN = {'beauty': 0.0, 'clothing': 0.1, 'sports': 0.1, 'toys': 0.0}
+
+_TRUE = {'1', 'true', 't', 'yes', 'y', 'on'}
+_FALSE = {'0', 'false', 'f', 'no', 'n', 'off'}
+
+
+class ConfigError(ValueError):
+    """An option value that cannot work, with the reason."""
+
+
+def str2bool(text):
+    value = str(text).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f'expected a boolean (true/false), got {text!r}')
+
+
+def parse_sizes(text):
+    """'8,16,32' -> [8, 16, 32]; strictly increasing positive integers, else ConfigError."""
+    if isinstance(text, (list, tuple)):
+        parts = list(text)
+    else:
+        parts = [p.strip() for p in str(text).split(',') if p.strip()]
+    if not parts:
+        raise ConfigError('--mrl_hidden_sizes is empty; give e.g. "8,16,32,64,128,256,512,1024"')
+    sizes = []
+    for part in parts:
+        try:
+            size = int(part)
+        except (TypeError, ValueError):
+            raise ConfigError(f'--mrl_hidden_sizes: {part!r} is not an integer') from None
+        if isinstance(part, float) and part != size:
+            raise ConfigError(f'--mrl_hidden_sizes: {part!r} is not an integer')
+        if size <= 0:
+            raise ConfigError(f'--mrl_hidden_sizes: sizes must be positive, got {size}')
+        if sizes and size <= sizes[-1]:
+            raise ConfigError(f'--mrl_hidden_sizes must be strictly increasing, got {sizes[-1]} '
+                              f'then {size} in {text!r}')
+        sizes.append(size)
+    return sizes
+
+
+def _add_bool(parser, name, default, help_text):
+    """`--name [BOOL]` plus `--no-name`, both writing the same destination."""
+    parser.add_argument(f'--{name}', type=str2bool, nargs='?', const=True, default=default,
+                        metavar='BOOL', help=f'{help_text} (default {default})')
+    parser.add_argument(f'--no-{name}', dest=name, action='store_false', help=argparse.SUPPRESS)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description='fMRLRec: nested (Matryoshka) multimodal sequential '
+                                            'recommenders trained at once.')
+    data = p.add_argument_group('data')
+    data.add_argument('--dataset_code', type=str, default='demo',
+                      help='beauty, clothing, sports, toys, or demo (a synthetic set made on first use)')
+    data.add_argument('--data_root', type=str, default='data', help='folder holding <dataset_code>/')
+    data.add_argument('--image_root', type=str, default='photos', help='folder holding <dataset_code>/*.jpg')
+    data.add_argument('--min_rating', type=int, default=0)
+    data.add_argument('--min_uc', type=int, default=5)
+    data.add_argument('--min_sc', type=int, default=5)
+    data.add_argument('--split', type=str, default='leave_one_out', choices=['leave_one_out'])
+    data.add_argument('--seed', type=int, default=42)
+    data.add_argument('--missing_image', type=str, default='zero', choices=['zero', 'error'],
+                      help='items without a photo get a zero image feature, or stop with a list')
+
+    loader = p.add_argument_group('batches')
+    loader.add_argument('--train_batch_size', type=int, default=32)
+    loader.add_argument('--val_batch_size', type=int, default=64)
+    loader.add_argument('--test_batch_size', type=int, default=64)
+    loader.add_argument('--num_workers', type=int, default=0, help='kept for compatibility; batches '
+                        'are sliced from tensors in memory, no worker processes are needed')
+
+    train = p.add_argument_group('training')
+    train.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N')
+    train.add_argument('--num_epochs', type=int, default=500)
+    train.add_argument('--optimizer', type=str, default='AdamW', choices=['AdamW', 'Adam'])
+    train.add_argument('--weight_decay', type=float, default=0.01)
+    train.add_argument('--adam_epsilon', type=float, default=1e-9)
+    train.add_argument('--lr', type=float, default=1e-4)
+    train.add_argument('--max_grad_norm', type=float, default=5.0)
+    _add_bool(train, 'enable_lr_schedule', True, 'cosine schedule with warm-up')
+    train.add_argument('--warmup_steps', type=int, default=100)
+    train.add_argument('--mrl_loss', type=str, default='sum', choices=['sum', 'mean'],
+                       help="'sum' over sizes (paper) or 'mean' (released code)")
+    train.add_argument('--amp', type=str, default='none', choices=['none', 'bf16'],
+                       help='bf16 autocast for the matrix products (CPU and CUDA)')
+    _add_bool(train, 'compile', False, 'torch.compile the model')
+
+    evaluation = p.add_argument_group('evaluation')
+    evaluation.add_argument('--eval_mode', type=str, default=None, choices=[None, 'plot', 'test'],
+                            help='eval.py: plot writes PNG plots of metrics against size')
+    _add_bool(evaluation, 'early_stopping', True, 'stop when validation stops improving')
+    evaluation.add_argument('--early_stopping_patience', type=int, default=10)
+    evaluation.add_argument('--metric_ks', type=int, nargs='+', default=[5, 10, 20, 50])
+    evaluation.add_argument('--best_metric', type=str, default='NDCG@10')
+    _add_bool(evaluation, 'mask_history', False, "exclude the user's history items from the "
+              'ranking (the released code does not)')
+    _add_bool(evaluation, 'use_wandb', False, 'log to Weights & Biases (WANDB_MODE=offline works '
+              'without an account)')
+    _add_bool(evaluation, 'use_tensorboard', True, 'log to TensorBoard in <export_root>/tb')
+
+    model = p.add_argument_group('model')
+    model.add_argument('--model_code', type=str, default='lru', choices=['lru'])
+    model.add_argument('--lru_max_len', type=int, default=50)
+    model.add_argument('--lru_num_blocks', type=int, default=1)
+    model.add_argument('--lru_dropout', type=float, default=0.1)
+    model.add_argument('--lru_attn_dropout', type=float, default=0.1)
+    _add_bool(model, 'lru_use_bias', True, 'biases in every MRL linear')
+    model.add_argument('--lru_r_min', type=float, default=0.0)
+    model.add_argument('--lru_r_max', type=float, default=0.1)
+    model.add_argument('--mrl_hidden_sizes', type=str, default=DEFAULT_SIZES,
+                       help='nested sizes, strictly increasing; the last is the model width D')
+    _add_bool(model, 'use_language_encoder', True, 'use the frozen text features')
+    model.add_argument('--language_encoder', type=str, default=DEFAULT_LANGUAGE_ENCODER)
+    _add_bool(model, 'use_img_encoder', True, 'use the frozen image features')
+    model.add_argument('--img_encoder', type=str, default=DEFAULT_IMG_ENCODER)
+    model.add_argument('--feature_batch_size', type=int, default=64,
+                       help='batch size when encoding item text and images')
+
+    run = p.add_argument_group('run folder')
+    run.add_argument('--export_root', type=str, default=None,
+                     help='run folder; default experiments/<branch>/lru/<code>_dp<dropout>_rmin<r_min>_<time>')
+    run.add_argument('--resume', type=str, default=None,
+                     help="a run folder to continue, or 'auto' for --export_root")
+    return p
+
+
+def _git_branch():
+    try:
+        out = subprocess.run(['git', 'rev-parse', '--abbrev-ref', 'HEAD'], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+        branch = out.stdout.strip()
+        return branch if out.returncode == 0 and branch and branch != 'HEAD' else 'main'
+    except (OSError, subprocess.SubprocessError):
+        return 'main'
+
+
+def default_export_root(args):
+    stamp = time.strftime('%Y-%m-%d_%H-%M-%S')
+    name = f'{args.dataset_code}_dp{args.lru_dropout}_rmin{args.lru_r_min}_{stamp}'
+    return str(Path(EXPERIMENT_ROOT) / _git_branch() / args.model_code / name)
+
+
+def finalize(args):
+    """Validate and derive fields; raises ConfigError with the reason."""
+    args.mrl_hidden_sizes = parse_sizes(args.mrl_hidden_sizes)
+    if args.lru_max_len < 1:
+        raise ConfigError(f'--lru_max_len must be at least 1, got {args.lru_max_len}')
+    if args.lru_num_blocks < 1:
+        raise ConfigError(f'--lru_num_blocks must be at least 1, got {args.lru_num_blocks}')
+    if not 0.0 <= args.lru_r_min < args.lru_r_max <= 1.0:
+        raise ConfigError(f'need 0 <= --lru_r_min < --lru_r_max <= 1, got {args.lru_r_min}, {args.lru_r_max}')
+    for name in ('lru_dropout', 'lru_attn_dropout'):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise ConfigError(f'--{name} must be in [0, 1), got {getattr(args, name)}')
+    for name in ('train_batch_size', 'val_batch_size', 'test_batch_size', 'num_epochs'):
+        if getattr(args, name) < 1:
+            raise ConfigError(f'--{name} must be at least 1, got {getattr(args, name)}')
+    if any(k < 1 for k in args.metric_ks):
+        raise ConfigError(f'--metric_ks must be positive, got {args.metric_ks}')
+    args.metric_ks = sorted(set(args.metric_ks))
+    metric, _, k = args.best_metric.partition('@')
+    if metric not in ('Recall', 'NDCG', 'MRR') or not k.isdigit() or int(k) not in args.metric_ks:
+        raise ConfigError(f'--best_metric must be Recall@k, NDCG@k or MRR@k with k in '
+                          f'--metric_ks {args.metric_ks}, got {args.best_metric!r}')
+    if args.dataset_code == 'demo':
+        # The demo ships its own synthetic features; the hub encoders are never needed for it.
+        if args.language_encoder == DEFAULT_LANGUAGE_ENCODER:
+            args.language_encoder = DEMO_ENCODER
+        if args.img_encoder == DEFAULT_IMG_ENCODER:
+            args.img_encoder = DEMO_ENCODER
+    if args.export_root is None:
+        args.export_root = default_export_root(args)
+    return args
+
+
+def parse_args(argv=None):
+    """Parse `argv` (a list; None means no arguments, not sys.argv) into a validated namespace."""
+    parser = build_parser()
+    args = parser.parse_args([] if argv is None else list(argv))
+    try:
+        return finalize(args)
+    except ConfigError as error:
+        parser.error(str(error))

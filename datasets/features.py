@@ -1,0 +1,93 @@
+"""Frozen item feature tables: where they are cached, how they are checked and loaded.
+
+A table for N items is cached as `<data_dir>/features/<modality>_<encoder slug>.npy` of shape (N, d),
+row i-1 holding item id i, with a sidecar `<same name>.json` that records the encoder, the item
+count and the dimension. Loading prepends a zero padding row, so item id i is row i.
+"""
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MODALITIES = ('text', 'image')
+
+
+class FeatureTableError(ValueError):
+    """A cached feature table is missing, of the wrong shape, or was built by another encoder."""
+
+
+def encoder_slug(encoder):
+    """A file-name-safe name for an encoder id (`BAAI/bge-large-en-v1.5` -> `BAAI__bge-large-en-v1.5`)."""
+    name = str(encoder).rstrip('/\\')
+    if Path(name).is_absolute() or name.startswith('.'):
+        name = Path(name).name  # local folders are named after their last component
+    return re.sub(r'[^A-Za-z0-9._-]+', '_', name.replace('/', '__'))
+
+
+def feature_cache_path(data_dir, modality, encoder):
+    if modality not in MODALITIES:
+        raise ValueError(f'modality must be one of {MODALITIES}, got {modality!r}')
+    return Path(data_dir) / 'features' / f'{modality}_{encoder_slug(encoder)}.npy'
+
+
+def save_feature_table(path, table, encoder):
+    """Write an (N, d) float32 table and its sidecar atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = np.ascontiguousarray(table, dtype=np.float32)
+    if table.ndim != 2:
+        raise FeatureTableError(f'a feature table must be 2-D (items x dim), got shape {table.shape}')
+    tmp = path.with_name(path.name + '.tmp.npy')
+    np.save(tmp, table)
+    tmp.replace(path)
+    meta = {'encoder': str(encoder), 'num_items': int(table.shape[0]), 'dim': int(table.shape[1])}
+    sidecar = path.with_suffix('.json')
+    tmp_meta = sidecar.with_name(sidecar.name + '.tmp')
+    tmp_meta.write_text(json.dumps(meta, indent=2))
+    tmp_meta.replace(sidecar)
+
+
+def read_feature_meta(path):
+    sidecar = Path(path).with_suffix('.json')
+    if not sidecar.exists():
+        return None
+    return json.loads(sidecar.read_text())
+
+
+def check_feature_table(path, num_items, encoder=None):
+    """Return None when the cache at `path` is usable for `num_items` items (and `encoder`),
+    else a sentence saying why not."""
+    path = Path(path)
+    if not path.exists():
+        return f'{path} does not exist'
+    meta = read_feature_meta(path)
+    if encoder is not None and meta is not None and meta.get('encoder') != str(encoder):
+        return f'{path} was built by encoder {meta.get("encoder")!r}, not {str(encoder)!r}'
+    try:
+        table = np.load(path, mmap_mode='r')
+    except Exception as error:  # a truncated or foreign file
+        return f'{path} cannot be read as a .npy array ({error})'
+    if table.ndim != 2 or table.shape[0] != num_items:
+        return (f'{path} has shape {tuple(table.shape)} but the dataset has {num_items} items '
+                f'(expected ({num_items}, d))')
+    return None
+
+
+def load_feature_table(path, num_items, encoder=None):
+    """Load a cached (N, d) table as a float32 tensor of shape (N + 1, d) with a zero row 0."""
+    problem = check_feature_table(path, num_items, encoder)
+    if problem is not None:
+        raise FeatureTableError(
+            f'{problem}. Rebuild the features (delete the file and rerun train.py, or run the '
+            f'feature builder of datasets/) for this dataset.')
+    table = np.asarray(np.load(path), dtype=np.float32)
+    if not np.isfinite(table).all():
+        bad = np.unique(np.nonzero(~np.isfinite(table))[0])
+        raise FeatureTableError(
+            f'{path} holds NaN or infinite values in {len(bad)} rows (item ids '
+            f'{", ".join(str(i + 1) for i in bad[:5])}...). Rebuild the features.')
+    padded = np.zeros((num_items + 1, table.shape[1]), dtype=np.float32)
+    padded[1:] = table
+    return torch.from_numpy(padded)

@@ -1,0 +1,165 @@
+"""The P5/VIP5 dataset folder (SPEC §1): sequences, id maps, metadata, and the leave-one-out split.
+
+Every problem with a file raises `DataError` naming the file, the line and what to do.
+"""
+import ast
+import gzip
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+MIN_SEQUENCE_LENGTH = 3  # leave-one-out needs a training item, a validation item and a test item
+
+
+class DataError(ValueError):
+    """A dataset file is missing or malformed; the message says which file, where, and the fix."""
+
+
+@dataclass
+class SequenceData:
+    data_dir: Path
+    sequences: dict            # user id -> chronological list of item ids (1-based)
+    num_items: int
+    id2item: dict = field(default_factory=dict)  # item id -> ASIN (empty when there are no datamaps)
+
+    @property
+    def num_users(self):
+        return len(self.sequences)
+
+    @property
+    def num_interactions(self):
+        return sum(len(s) for s in self.sequences.values())
+
+
+def _require(path, what):
+    if not path.exists():
+        raise DataError(f'{path} is missing ({what}). Put the P5 files in {path.parent}/ '
+                        f'(see docs/data.md) or use --dataset_code demo.')
+
+
+def read_datamaps(path):
+    _require(path, 'the id maps of the dataset')
+    try:
+        maps = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f'{path} is not valid JSON ({error}); restore it from the P5 release '
+                        f'or rebuild it with `python -m datasets.prepare`.') from None
+    if 'item2id' not in maps:
+        raise DataError(f'{path} has no "item2id" map; rebuild it with `python -m datasets.prepare`.')
+    id2item = {int(i): asin for asin, i in maps['item2id'].items()}
+    return id2item
+
+
+def read_sequences(path, num_items=None):
+    """user id -> item ids from lines `user item item ...`, checked line by line."""
+    _require(path, 'one line per user: user_id item_id item_id ...')
+    sequences = {}
+    with open(path) as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            try:
+                ids = [int(p) for p in parts]
+            except ValueError:
+                raise DataError(f'{path}, line {line_number}: not a list of integer ids: '
+                                f'{line.strip()[:80]!r}. Each line must be `user_id item_id item_id ...`.') from None
+            user, items = ids[0], ids[1:]
+            if user in sequences:
+                raise DataError(f'{path}, line {line_number}: user {user} appears twice; '
+                                f'each user has exactly one line.')
+            if len(items) < MIN_SEQUENCE_LENGTH:
+                raise DataError(f'{path}, line {line_number}: user {user} has {len(items)} items; '
+                                f'leave-one-out needs at least {MIN_SEQUENCE_LENGTH}. Filter such users out '
+                                f'(python -m datasets.prepare applies 5-core filtering).')
+            bad = [i for i in items if i < 1 or (num_items is not None and i > num_items)]
+            if bad:
+                raise DataError(f'{path}, line {line_number}: item id {bad[0]} is outside 1..{num_items} '
+                                f'(the ids of datamaps.json). The sequences and datamaps do not belong together.')
+            sequences[user] = items
+    if not sequences:
+        raise DataError(f'{path} holds no sequences.')
+    return sequences
+
+
+def load_p5(data_dir):
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f'dataset folder {data_dir} does not exist. Check --data_root and '
+                        f'--dataset_code, or see docs/data.md for how to get the data.')
+    id2item = read_datamaps(data_dir / 'datamaps.json')
+    num_items = max(id2item) if id2item else 0
+    if sorted(id2item) != list(range(1, num_items + 1)):
+        raise DataError(f'{data_dir / "datamaps.json"}: item ids are not 1..{num_items} without gaps.')
+    sequences = read_sequences(data_dir / 'sequential_data.txt', num_items)
+    return SequenceData(data_dir, sequences, num_items, id2item)
+
+
+def read_meta(path):
+    """ASIN -> metadata dict, from Python-literal lines (never `eval`)."""
+    path = Path(path)
+    _require(path, 'item metadata, one Python dict literal per line')
+    meta = {}
+    opener = gzip.open if path.suffix == '.gz' else open
+    with opener(path, 'rt') as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = ast.literal_eval(line)
+            except (ValueError, SyntaxError):
+                try:  # Some copies are JSON (true/false/null); accept that, it is unambiguous.
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    raise DataError(f'{path}, line {line_number}: not a Python dict literal (nor JSON): '
+                                    f'{line.strip()[:80]!r}. Restore the file from the McAuley release.') from None
+            if not isinstance(record, dict) or 'asin' not in record:
+                raise DataError(f'{path}, line {line_number}: expected a dict with an "asin" key.')
+            meta[record['asin']] = record
+    return meta
+
+
+def leave_one_out(sequences):
+    """(train, val, test): train = s[:-2], val target = s[-2], test target = s[-1]."""
+    train = {u: s[:-2] for u, s in sequences.items()}
+    val = {u: s[-2] for u, s in sequences.items()}
+    test = {u: s[-1] for u, s in sequences.items()}
+    return train, val, test
+
+
+def left_pad(items, length):
+    items = list(items)[-length:] if length > 0 else []
+    return [0] * (length - len(items)) + items
+
+
+def training_examples(train, max_len):
+    """(tokens, labels), each (U, L): labels = s[-L:], tokens = s[:-1][-L:], padded separately."""
+    users = sorted(train)
+    tokens = torch.tensor([left_pad(train[u][:-1], max_len) for u in users], dtype=torch.long)
+    labels = torch.tensor([left_pad(train[u], max_len) for u in users], dtype=torch.long)
+    return tokens, labels
+
+
+def evaluation_examples(histories, targets, max_len):
+    """(users, inputs (U, L), targets (U,), full histories (U, H) zero-padded) in user order."""
+    users = sorted(targets)
+    inputs = torch.tensor([left_pad(histories[u], max_len) for u in users], dtype=torch.long)
+    target = torch.tensor([targets[u] for u in users], dtype=torch.long)
+    longest = max(len(histories[u]) for u in users)
+    history = torch.tensor([left_pad(histories[u], longest) for u in users], dtype=torch.long)
+    return torch.tensor(users), inputs, target, history
+
+
+def split_examples(data, max_len):
+    """Everything training and evaluation need, as tensors."""
+    train, val, test = leave_one_out(data.sequences)
+    val_history = train
+    test_history = {u: train[u] + [val[u]] for u in train}
+    return {
+        'train': training_examples(train, max_len),
+        'val': evaluation_examples(val_history, val, max_len),
+        'test': evaluation_examples(test_history, test, max_len),
+        'train_sequences': train,
+    }

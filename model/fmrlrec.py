@@ -1,0 +1,136 @@
+"""fMRLRec: frozen item features -> trainable projection -> nested LRU blocks -> per-size tied scores.
+
+Every layer is nested, so the size-s model is exactly the first s dims of everything. The fast path
+computes only the positions a batch needs (see model/packing.py) and builds the logits of all sizes
+as a running sum over chunks: logits of size s_k = logits of size s_{k-1} + chunk k's contribution.
+`model/reference.py` computes the same thing the plain way and is the test oracle.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.lru import LRULayer
+from model.mrl import MRLLayerNorm, MRLLinear, chunk_widths
+from model.packing import pack_batch, pack_last_position
+
+
+class FeedForward(nn.Module):
+    """w2(SiLU(gate(x)) * dropout(w1(x))), then dropout; all three maps nested."""
+
+    def __init__(self, sizes, bias=True, dropout=0.1):
+        super().__init__()
+        self.gate = MRLLinear(sizes, bias=bias)
+        self.w_1 = MRLLinear(sizes, bias=bias)
+        self.w_2 = MRLLinear(sizes, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.dropout(self.w_2(F.silu(self.gate(x)) * self.dropout(self.w_1(x))))
+
+
+class LRUBlock(nn.Module):
+    """Pre-norm block: h = x + LRU(LN(x)); out = h + FFN(LN(h))."""
+
+    def __init__(self, sizes, r_min, r_max, bias, dropout, attn_dropout):
+        super().__init__()
+        self.input_norm = MRLLayerNorm(sizes)
+        self.lru = LRULayer(sizes, r_min=r_min, r_max=r_max, bias=bias, dropout=attn_dropout)
+        self.post_norm = MRLLayerNorm(sizes)
+        self.feed_forward = FeedForward(sizes, bias=bias, dropout=dropout)
+
+    def forward(self, x, packed, select=None):
+        mixed = self.lru(self.input_norm(x), packed, select)
+        h = (x if select is None else x[select]) + mixed
+        return h + self.feed_forward(self.post_norm(h))
+
+
+class FMRLRec(nn.Module):
+    """The nested recommender. Feature tables are (N + 1, d) tensors with a zero row 0 (padding);
+    with neither table the model learns an ID table of width D instead (the ID-only ablation)."""
+
+    def __init__(self, num_items, sizes, text_features=None, image_features=None, num_blocks=1,
+                 dropout=0.1, attn_dropout=0.1, r_min=0.0, r_max=0.1, bias=True):
+        super().__init__()
+        self.num_items = int(num_items)
+        self.sizes = list(sizes)
+        self.widths = chunk_widths(self.sizes)
+        width = self.sizes[-1]
+        tables = [t for t in (text_features, image_features) if t is not None]
+        for table in tables:
+            if table.dim() != 2 or table.shape[0] != self.num_items + 1:
+                raise ValueError(f'feature table of shape {tuple(table.shape)} does not match '
+                                 f'{self.num_items} items (expected ({self.num_items + 1}, d))')
+        if tables:
+            # Frozen features are buffers, not parameters, and are not saved in checkpoints.
+            self.register_buffer('item_features', torch.cat(tables, dim=1).float(), persistent=False)
+            self.projection = nn.Linear(self.item_features.shape[1], width)
+            self.id_embedding = None
+        else:
+            self.item_features = None
+            self.projection = None
+            self.id_embedding = nn.Embedding(self.num_items + 1, width, padding_idx=0)
+        self.embed_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(LRUBlock(self.sizes, r_min, r_max, bias, dropout, attn_dropout)
+                                    for _ in range(num_blocks))
+
+    def set_mrl_linear_mode(self, fused):
+        """One dense masked matmul per MRL linear (fused) or one matmul per chunk."""
+        for module in self.modules():
+            if isinstance(module, MRLLinear):
+                module.fused = fused
+
+    def item_table(self):
+        """(N + 1, D) item representations, shared by the input embedding and the output scores."""
+        if self.projection is None:
+            return self.id_embedding.weight
+        return self.projection(self.item_features)
+
+    def forward(self, packed, labels=None, reduction='sum', item_table=None):
+        """Hidden states (q, D) at the query positions; with `labels`, the training loss instead
+        (through forward, so that DistributedDataParallel sees it)."""
+        if labels is not None:
+            return self.loss(packed, labels, reduction, item_table)
+        return self.hidden_states(packed, item_table)
+
+    def hidden_states(self, packed, item_table=None):
+        """Hidden states (q, D) at the packed batch's query positions, in row-major order."""
+        table = self.item_table() if item_table is None else item_table
+        x = self.embed_dropout(F.embedding(packed.tokens, table))
+        last = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks):
+            # Only the query rows leave the last block: the rest fed its scan already.
+            x = block(x, packed, packed.query if index == last else None)
+        return x
+
+    def size_logits(self, hidden, item_table):
+        """Logits of every size, [(q, N + 1)] * M, by a running sum over chunks."""
+        logits, total = [], None
+        for h_chunk, e_chunk in zip(hidden.split(self.widths, dim=-1), item_table.split(self.widths, dim=-1)):
+            part = h_chunk @ e_chunk.t()
+            total = part if total is None else total + part
+            logits.append(total)
+        return logits
+
+    def loss(self, packed, labels, reduction='sum', item_table=None):
+        """Cross-entropy of each size over the labelled positions, combined over sizes.
+
+        labels: (q,) targets of the packed query positions. Returns (loss, per-size losses (M,)).
+        """
+        table = self.item_table() if item_table is None else item_table
+        hidden = self.hidden_states(packed, table)
+        per_size = torch.stack([F.cross_entropy(logits.float(), labels)
+                                for logits in self.size_logits(hidden, table)])
+        total = per_size.sum() if reduction == 'sum' else per_size.mean()
+        return total, per_size.detach()
+
+    def training_loss(self, tokens, labels, reduction='sum'):
+        """Convenience for unpacked (B, L) tensors: labels 0 are ignored."""
+        query_mask = labels > 0
+        return self.loss(pack_batch(tokens, query_mask), labels[query_mask], reduction)
+
+    @torch.no_grad()
+    def last_position_scores(self, tokens, item_table=None, packed=None):
+        """Scores (M, B, N + 1) of the last position for every size (padding item not masked)."""
+        table = self.item_table() if item_table is None else item_table
+        packed = pack_last_position(tokens) if packed is None else packed
+        return torch.stack(self.size_logits(self.hidden_states(packed, table), table))

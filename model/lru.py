@@ -1,0 +1,90 @@
+"""The Linear Recurrent Unit with nested (MRL) input and output maps.
+
+h_t = lambda * h_{t-1} + gamma * (B x_t),  y_t = Re(C h_t),  lambda = exp(-nu + i theta),
+computed by a parallel scan over a left-padded sequence whose length is a power of two. The carry
+out of a padding position is cut, so padding never leaks state into real positions.
+"""
+import math
+
+import torch
+import torch.nn as nn
+
+from model.mrl import MRLLinear
+
+
+def ring_init(width, r_min, r_max, generator=None):
+    """(nu_log, theta_log, gamma_log): eigenvalues uniform on the ring r_min <= |lambda| <= r_max."""
+    u1 = torch.rand(width, generator=generator)
+    u2 = torch.rand(width, generator=generator)
+    nu_log = torch.log(-0.5 * torch.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))
+    theta_log = torch.log(2 * math.pi * u2)
+    modulus = torch.exp(-torch.exp(nu_log))
+    gamma_log = torch.log(torch.sqrt(1 - modulus ** 2))
+    return nu_log, theta_log, gamma_log
+
+
+def parallel_scan(u, lamb, carry_mask):
+    """All states of h_t = lamb * h_{t-1} [if carry_mask[t-1]] + u_t, by doubling.
+
+    u: (B, L, D) complex with L a power of two; lamb: (D,) complex; carry_mask: (B, L) bool, True
+    where a position passes its state on. Exact for left padding (a False prefix, then True): at
+    each level the carry into a block comes from the last position of the block before it.
+    """
+    batch, length, width = u.shape
+    if length & (length - 1):
+        raise ValueError(f'parallel_scan needs a power-of-two length, got {length}')
+    powers = lamb.unsqueeze(0)  # lambda^1 .. lambda^(l/2) as rows
+    h = u
+    level = 1
+    while 2 ** level <= length:
+        block = 2 ** level
+        h = h.reshape(batch * length // block, block, width)
+        gate = carry_mask.reshape(batch * length // block, block)[:, block // 2 - 1:block // 2]
+        first, second = h[:, :block // 2], h[:, block // 2:]
+        if level > 1:
+            powers = torch.cat((powers, powers * powers[-1]), 0)
+        second = second + powers * first[:, -1:] * gate.unsqueeze(-1)
+        h = torch.cat([first, second], dim=1)
+        level += 1
+    return h.reshape(batch, length, width)
+
+
+def sequential_scan(u, lamb, carry_mask):
+    """The same recurrence step by step (the test oracle for `parallel_scan`)."""
+    states = []
+    state = torch.zeros_like(u[:, 0])
+    for t in range(u.shape[1]):
+        if t > 0:
+            state = state * (lamb * carry_mask[:, t - 1].unsqueeze(-1))
+        state = state + u[:, t]
+        states.append(state)
+    return torch.stack(states, dim=1)
+
+
+class LRULayer(nn.Module):
+    """The LRU on packed rows: position-wise maps on the computed rows only, the scan on a dense window."""
+
+    def __init__(self, sizes, r_min=0.0, r_max=0.1, bias=True, dropout=0.1):
+        super().__init__()
+        width = sizes[-1]
+        self.in_proj = MRLLinear(sizes, bias=bias, complex_weights=True)
+        self.out_proj = MRLLinear(sizes, bias=bias, complex_weights=True)
+        # One (3, D) parameter as in the released code: rows nu_log, theta_log, gamma_log.
+        self.params_log = nn.Parameter(torch.stack(ring_init(width, r_min, r_max)))
+        self.dropout = nn.Dropout(dropout)
+
+    def lambda_gamma(self):
+        nu, theta, gamma = torch.exp(self.params_log).float()
+        return torch.exp(torch.complex(-nu, theta)), gamma
+
+    def forward(self, x, packed, select=None):
+        """x: (n, D) rows at `packed.rows`; returns (n, D), or the `select`ed rows only."""
+        lamb, gamma = self.lambda_gamma()
+        width = gamma.shape[0]
+        u = self.in_proj.complex_in(x).float() * torch.cat([gamma, gamma])  # (n, 2D): re | im
+        dense = u.new_zeros(packed.batch_size * packed.window, 2 * width).index_copy(0, packed.rows, u)
+        dense = dense.view(packed.batch_size, packed.window, 2 * width)
+        states = parallel_scan(torch.complex(dense[..., :width], dense[..., width:]), lamb, packed.carry_mask)
+        rows = packed.rows if select is None else packed.rows[select]
+        states = states.reshape(-1, width)[rows]
+        return self.dropout(self.out_proj.real_out(states.real, states.imag))

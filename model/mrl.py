@@ -1,0 +1,101 @@
+"""Matryoshka building blocks: nested linear maps and per-chunk LayerNorm.
+
+Sizes S = [s_1 < ... < s_M = D] cut the width into chunks [s_{k-1}, s_k). An MRL linear computes
+output chunk k from input dims [0, s_k) only, so the first s dims of its output depend only on the
+first s dims of its input: the size-s model is the leading slice of every layer.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def chunk_widths(sizes):
+    """[8, 16, 32] -> [8, 8, 16]: the width of each nested chunk."""
+    return [size - prev for prev, size in zip([0] + list(sizes[:-1]), sizes)]
+
+
+def block_lower_triangular(chunk_weights, width):
+    """Stack per-chunk weights (c_k x s_k) into one dense (D x D) block-lower-triangular matrix."""
+    return torch.cat([F.pad(w, (0, width - w.shape[1])) for w in chunk_weights], dim=0)
+
+
+class MRLLinear(nn.Module):
+    """D -> D linear whose output chunk k reads input dims [0, s_k): one (c_k x s_k) weight per chunk.
+
+    Only the block-lower-triangular part is stored, so parameter counts are those of the nested
+    model. `forward` uses one dense masked matmul (`fused=True`) or one matmul per chunk.
+    With `complex_weights=True` the map is complex, W = W_re + i W_im, stored as two real tensors.
+    """
+
+    def __init__(self, sizes, bias=True, complex_weights=False):
+        super().__init__()
+        self.sizes = list(sizes)
+        self.widths = chunk_widths(self.sizes)
+        self.width = self.sizes[-1]
+        self.complex_weights = complex_weights
+        self.fused = True
+        self.weight = nn.ParameterList(nn.Parameter(torch.empty(c, s)) for c, s in zip(self.widths, self.sizes))
+        self.bias = nn.ParameterList(nn.Parameter(torch.empty(c)) for c in self.widths) if bias else None
+        if complex_weights:
+            self.weight_imag = nn.ParameterList(nn.Parameter(torch.empty(c, s)) for c, s in zip(self.widths, self.sizes))
+            self.bias_imag = nn.ParameterList(nn.Parameter(torch.empty(c)) for c in self.widths) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # nn.Linear's default per chunk linear (fan_in = s_k). A complex layer starts real, as the
+        # released code's `Linear(...).to(torch.cfloat)` does: the imaginary parts start at zero.
+        for k, w in enumerate(self.weight):
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+            if self.bias is not None:
+                bound = 1.0 / math.sqrt(w.shape[1])
+                nn.init.uniform_(self.bias[k], -bound, bound)
+        if self.complex_weights:
+            for p in self.weight_imag:
+                nn.init.zeros_(p)
+            if self.bias_imag is not None:
+                for p in self.bias_imag:
+                    nn.init.zeros_(p)
+
+    def dense_weight(self, imag=False):
+        chunks = self.weight_imag if imag else self.weight
+        return block_lower_triangular(list(chunks), self.width)
+
+    def dense_bias(self, imag=False):
+        chunks = self.bias_imag if imag else self.bias
+        return None if chunks is None else torch.cat(list(chunks))
+
+    def forward(self, x):
+        """Real layer on a real input (use `complex_in`/`real_out` for the complex LRU maps)."""
+        if self.complex_weights:
+            raise RuntimeError('complex MRLLinear: call complex_in() or real_out()')
+        if self.fused:
+            return F.linear(x, self.dense_weight(), self.dense_bias())
+        outs = [F.linear(x[..., :s], w, None if self.bias is None else self.bias[k])
+                for k, (s, w) in enumerate(zip(self.sizes, self.weight))]
+        return torch.cat(outs, dim=-1)
+
+    def complex_in(self, x):
+        """W x + b for a REAL input x, as one real matmul: returns (re, im) concatenated, (..., 2D)."""
+        weight = torch.cat([self.dense_weight(), self.dense_weight(imag=True)], dim=0)
+        bias = None if self.bias is None else torch.cat([self.dense_bias(), self.dense_bias(imag=True)])
+        return F.linear(x, weight, bias)
+
+    def real_out(self, h_re, h_im):
+        """Re(W h + b) for a complex h = h_re + i h_im, as one real matmul [h_re, h_im] @ [W_re, -W_im]^T."""
+        weight = torch.cat([self.dense_weight(), -self.dense_weight(imag=True)], dim=1)
+        return F.linear(torch.cat([h_re, h_im], dim=-1), weight, self.dense_bias())
+
+
+class MRLLayerNorm(nn.Module):
+    """A separate LayerNorm (with its own affine) over each chunk; the whole vector is never normalised."""
+
+    def __init__(self, sizes, eps=1e-5):
+        super().__init__()
+        self.widths = chunk_widths(sizes)
+        self.norms = nn.ModuleList(nn.LayerNorm(c, eps=eps) for c in self.widths)
+
+    def forward(self, x):
+        parts = x.split(self.widths, dim=-1)
+        return torch.cat([norm(part) for norm, part in zip(self.norms, parts)], dim=-1)

@@ -1,0 +1,84 @@
+"""The plain computation of fMRLRec, as the released code does it: the test oracle of the fast path.
+
+It reads the parameters of an `FMRLRec` and computes every position of the (power-of-two padded)
+sequence with per-chunk complex linears, per-size score matmuls over all positions, and the loss
+over all labelled positions of the (M, B, L, N + 1) logits. Slow and memory-hungry by design.
+"""
+import torch
+import torch.nn.functional as F
+
+from model.lru import parallel_scan
+from model.packing import next_power_of_two
+
+
+def chunked_linear(layer, x, imag=False):
+    """Per-chunk linear: output chunk k = W_k x[..., :s_k] + b_k, then concatenated."""
+    weights = layer.weight_imag if imag else layer.weight
+    biases = layer.bias_imag if imag else layer.bias
+    return torch.cat([F.linear(x[..., :s], w, None if biases is None else biases[k])
+                      for k, (s, w) in enumerate(zip(layer.sizes, weights))], dim=-1)
+
+
+def complex_chunked_linear(layer, x):
+    """The released complex layer: complex weights applied chunk by chunk to a complex input."""
+    outs = []
+    for k, s in enumerate(layer.sizes):
+        weight = torch.complex(layer.weight[k], layer.weight_imag[k])
+        out = x[..., :s] @ weight.t()
+        if layer.bias is not None:
+            out = out + torch.complex(layer.bias[k], layer.bias_imag[k])
+        outs.append(out)
+    return torch.cat(outs, dim=-1)
+
+
+def chunked_layer_norm(norm, x):
+    starts = [0]
+    for width in norm.widths:
+        starts.append(starts[-1] + width)
+    return torch.cat([F.layer_norm(x[..., a:b], (b - a,), ln.weight, ln.bias, ln.eps)
+                      for ln, a, b in zip(norm.norms, starts[:-1], starts[1:])], dim=-1)
+
+
+def reference_lru(layer, x, mask):
+    nu, theta, gamma = torch.exp(layer.params_log).split((1, 1, 1))
+    lamb = torch.exp(torch.complex(-nu, theta))
+    h = complex_chunked_linear(layer.in_proj, x.to(torch.cfloat)) * gamma
+    h = parallel_scan(h, lamb.squeeze(0), mask)
+    return layer.dropout(complex_chunked_linear(layer.out_proj, h).real)
+
+
+def reference_block(block, x, mask):
+    h = x + reference_lru(block.lru, chunked_layer_norm(block.input_norm, x), mask)
+    ffn = block.feed_forward
+    z = chunked_layer_norm(block.post_norm, h)
+    gated = F.silu(chunked_linear(ffn.gate, z)) * ffn.dropout(chunked_linear(ffn.w_1, z))
+    return h + ffn.dropout(chunked_linear(ffn.w_2, gated))
+
+
+def reference_hidden(model, tokens):
+    """(B, L, D) outputs at every position of left-padded tokens (B, L)."""
+    table = model.item_table()
+    x = model.embed_dropout(table[tokens])
+    mask = tokens > 0
+    length = tokens.shape[1]
+    pad = next_power_of_two(length) - length
+    x = F.pad(x, (0, 0, pad, 0))
+    mask = F.pad(mask, (pad, 0), value=False)
+    for block in model.blocks:
+        x = reference_block(block, x, mask)
+    return x[:, -length:]
+
+
+def reference_scores(model, tokens):
+    """(M, B, L, N + 1): each size's logits at every position, one matmul per size."""
+    table = model.item_table()
+    hidden = reference_hidden(model, tokens)
+    return torch.stack([hidden[..., :s] @ table[:, :s].t() for s in model.sizes])
+
+
+def reference_loss(model, tokens, labels, reduction='sum'):
+    """Per-size cross-entropy over every position with a label (label 0 ignored)."""
+    scores = reference_scores(model, tokens)
+    per_size = torch.stack([F.cross_entropy(s.reshape(-1, s.shape[-1]), labels.reshape(-1), ignore_index=0)
+                            for s in scores])
+    return (per_size.sum() if reduction == 'sum' else per_size.mean()), per_size.detach()

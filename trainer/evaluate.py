@@ -1,0 +1,57 @@
+"""Evaluation of every nested size at once: the item table is projected once per pass, only the
+last position is computed, and targets are ranked by counting (no sort)."""
+import torch
+from tqdm import tqdm
+
+from model.packing import pack_last_position
+from trainer.metrics import metric_sums, ordered_metric_names, target_ranks
+from utils.runtime import autocast
+
+
+@torch.no_grad()
+def evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size=64, device='cpu',
+                   mask_history=False, amp='none', progress=True, description='eval'):
+    """(M, U) 1-based rank of each user's target for every size, computed on `device`."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    ranks = torch.empty(num_sizes, len(inputs), dtype=torch.long, device=device)
+    with autocast(device, amp):
+        table = model.item_table()
+    for start in tqdm(range(0, len(inputs), batch_size), desc=description, disable=not progress, leave=False):
+        end = start + batch_size
+        packed = pack_last_position(inputs[start:end]).to(device, non_blocking=True)
+        batch_targets = targets[start:end].to(device, non_blocking=True)
+        with autocast(device, amp):
+            scores = model.last_position_scores(None, table, packed).float()  # (M, B, N + 1)
+        target_index = batch_targets.view(1, -1, 1).expand(num_sizes, -1, 1)
+        if mask_history:
+            history = histories[start:end].to(device, non_blocking=True)
+            keep = scores.gather(2, target_index)
+            scores.scatter_(2, history.unsqueeze(0).expand(num_sizes, -1, -1), float('-inf'))
+            scores.scatter_(2, target_index, keep)  # a repeated target stays rankable
+        scores[..., 0] = float('-inf')  # the padding item is never recommended
+        for index in range(num_sizes):
+            ranks[index, start:end] = target_ranks(scores[index], batch_targets)
+    model.train(was_training)
+    return ranks
+
+
+def metrics_from_ranks(ranks, sizes, ks):
+    """{size: {metric: mean over users}} from (M, U) ranks."""
+    order = ordered_metric_names(ks)
+    count = ranks.shape[1]
+    result = {}
+    for index, size in enumerate(sizes):
+        sums = metric_sums(ranks[index].cpu(), ks)
+        result[size] = {name: sums[name] / count for name in order}
+    return result
+
+
+def evaluate(model, examples, sizes, ks, batch_size=64, device='cpu', mask_history=False, amp='none',
+             progress=True, description='eval'):
+    """examples: (users, inputs (U, L), targets (U,), histories (U, H)) from datasets.p5."""
+    _, inputs, targets, histories = examples
+    ranks = evaluate_ranks(model, inputs, targets, histories, len(sizes), batch_size, device,
+                           mask_history, amp, progress, description)
+    return metrics_from_ranks(ranks, sizes, ks)

@@ -1,0 +1,50 @@
+"""From a configuration to tensors and a model: the one place that reads the dataset folder."""
+from pathlib import Path
+
+from datasets.demo import DEMO_CODE, ensure_demo
+from datasets.features import feature_cache_path, load_feature_table
+from datasets.p5 import load_p5, split_examples
+from model.fmrlrec import FMRLRec
+
+
+def dataset_dir(args):
+    return Path(args.data_root) / args.dataset_code
+
+
+def load_features(args, num_items):
+    """{'text': (N+1, d) or None, 'image': ...}: built when missing (datasets/features.py)."""
+    data_dir = dataset_dir(args)
+    if args.dataset_code == DEMO_CODE:
+        return {
+            'text': load_feature_table(feature_cache_path(data_dir, 'text', args.language_encoder), num_items,
+                                       args.language_encoder) if args.use_language_encoder else None,
+            'image': load_feature_table(feature_cache_path(data_dir, 'image', args.img_encoder), num_items,
+                                        args.img_encoder) if args.use_img_encoder else None,
+        }
+    from datasets.features import ensure_feature_tables  # builds caches with the encoders
+    return ensure_feature_tables(
+        data_dir, num_items, use_text=args.use_language_encoder, use_image=args.use_img_encoder,
+        language_encoder=args.language_encoder, img_encoder=args.img_encoder,
+        device=str(getattr(args, 'resolved_device', 'cpu')), missing_image=args.missing_image,
+        batch_size=args.feature_batch_size, image_root=args.image_root)
+
+
+def load_data(args):
+    """(SequenceData, split tensors, feature tables)."""
+    if args.dataset_code == DEMO_CODE:
+        ensure_demo(dataset_dir(args), seed=0)
+    data = load_p5(dataset_dir(args))
+    return data, split_examples(data, args.lru_max_len), load_features(args, data.num_items)
+
+
+def build_model(args, num_items, features):
+    return FMRLRec(
+        num_items, args.mrl_hidden_sizes, text_features=features.get('text'),
+        image_features=features.get('image'), num_blocks=args.lru_num_blocks,
+        dropout=args.lru_dropout, attn_dropout=args.lru_attn_dropout, r_min=args.lru_r_min,
+        r_max=args.lru_r_max, bias=args.lru_use_bias)
+
+
+def modality_name(args):
+    used = [name for name, on in (('text', args.use_language_encoder), ('image', args.use_img_encoder)) if on]
+    return '+'.join(used) if used else 'id'

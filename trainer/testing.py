@@ -1,0 +1,58 @@
+"""Test a run's best checkpoint at every size and write test_metrics.json / test_mrl_metrics.json."""
+from pathlib import Path
+
+import torch
+import yaml
+
+from trainer.evaluate import evaluate
+from trainer.trainer import BEST_CHECKPOINT, STATE_DICT_KEY
+from utils.io import write_json
+from utils.report import metrics_table
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def load_checkpoint(path, map_location='cpu'):
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f'{path} does not exist: the run has no such checkpoint yet '
+                              f'(train it first with train.py, or check --export_root).')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # truncated or foreign file
+        raise CheckpointError(f'{path} is corrupt or not a checkpoint ({type(error).__name__}: {error}). '
+                              f'Use models/checkpoint-recent.pth or retrain.') from None
+
+
+def load_model_weights(model, checkpoint, path='checkpoint'):
+    try:
+        model.load_state_dict(checkpoint[STATE_DICT_KEY])
+    except (KeyError, RuntimeError) as error:
+        raise CheckpointError(f'{path} does not fit this configuration (different sizes, blocks, '
+                              f'modalities or dataset?): {str(error).splitlines()[0]}') from None
+
+
+def test_best(args, model, test_examples, export_root, device, progress=True):
+    """Evaluate the best checkpoint on the test split; writes both JSON files and returns the metrics."""
+    export_root = Path(export_root)
+    checkpoint_path = export_root / 'models' / BEST_CHECKPOINT
+    load_model_weights(model, load_checkpoint(checkpoint_path, device), checkpoint_path)
+    metrics = evaluate(model, test_examples, list(args.mrl_hidden_sizes), args.metric_ks, args.test_batch_size,
+                       device, args.mask_history, args.amp, progress=progress, description='test')
+    by_size = {str(size): values for size, values in metrics.items()}
+    write_json(export_root / 'test_mrl_metrics.json', by_size)
+    write_json(export_root / 'test_metrics.json', by_size[str(args.mrl_hidden_sizes[-1])])
+    return by_size
+
+
+def read_run_config(export_root):
+    path = Path(export_root) / 'args.yaml'
+    if not path.exists():
+        raise CheckpointError(f'{path} is missing: {export_root} is not a run folder made by train.py.')
+    return yaml.safe_load(path.read_text())
+
+
+def print_table(by_size, title):
+    print(f'\n{title}\n' + metrics_table(by_size))

@@ -1,0 +1,1 @@
+"""Helpers shared by training, evaluation and export."""
