@@ -91,3 +91,34 @@ def load_feature_table(path, num_items, encoder=None):
     padded = np.zeros((num_items + 1, table.shape[1]), dtype=np.float32)
     padded[1:] = table
     return torch.from_numpy(padded)
+
+
+def ensure_feature_tables(data_dir, num_items, *, use_text, use_image, language_encoder, img_encoder,
+                          device='cpu', missing_image='zero', batch_size=64, image_root=None):
+    """{'text': (N+1, d) tensor or None, 'image': ...} for the enabled modalities.
+
+    A cache that is missing, unreadable, of the wrong row count or built by another encoder is
+    rebuilt (saying why) with datasets/text_features.py or datasets/image_features.py, never used
+    as it is; the fresh table is then checked and loaded like any other."""
+    tables = {'text': None, 'image': None}
+    wanted = [('text', use_text, language_encoder), ('image', use_image, img_encoder)]
+    for modality, enabled, encoder in wanted:
+        if not enabled:
+            continue
+        path = feature_cache_path(data_dir, modality, encoder)
+        problem = check_feature_table(path, num_items, encoder)
+        if problem is not None:
+            print(f'{modality} features: {problem}; building them with {encoder} on {device}')
+            if modality == 'text':  # the builders import the encoder libraries: only when needed
+                from datasets.text_features import build_text_features
+                build_text_features(data_dir, encoder, num_items=num_items, device=device,
+                                    batch_size=batch_size, out_path=path)
+            else:
+                from datasets.image_features import build_image_features
+                build_image_features(data_dir, encoder, image_root=image_root or 'photos', num_items=num_items,
+                                     device=device, batch_size=batch_size, missing_image=missing_image,
+                                     out_path=path)
+        else:
+            print(f'{modality} features: using the cache {path}')
+        tables[modality] = load_feature_table(path, num_items, encoder)
+    return tables

@@ -1,0 +1,91 @@
+"""Evaluate finished runs at every nested size.
+
+    python eval.py --export_root RUN              # test RUN's best checkpoint, write test_mrl_metrics.json
+    python eval.py                                # every run under experiments/ that lacks the file
+    python eval.py --export_root RUN --eval_mode plot   # PNG plots of each metric against size
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from config import EXPERIMENT_ROOT, build_parser, finalize, str2bool
+from trainer.setup import build_model, load_data
+from trainer.testing import CheckpointError, print_table, read_run_config, test_best
+from trainer.trainer import BEST_CHECKPOINT
+from utils.plots import plot_metrics_by_size
+from utils.runtime import resolve_device
+
+
+def parse_eval_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--export_root', type=str, default=None, help='a run folder made by train.py')
+    p.add_argument('--experiments_root', type=str, default=EXPERIMENT_ROOT,
+                   help='where to look for runs when --export_root is not given')
+    p.add_argument('--eval_mode', type=str, default='test', choices=['test', 'plot'])
+    p.add_argument('--data_root', type=str, default=None, help="override the run's --data_root")
+    p.add_argument('--device', type=str, default='auto')
+    p.add_argument('--mask_history', type=str2bool, nargs='?', const=True, default=None,
+                   help="override the run's --mask_history")
+    p.add_argument('--force', action='store_true', help='re-evaluate runs that already have results')
+    return p.parse_args(argv)
+
+
+def run_args(export_root, overrides):
+    """The run's saved configuration as a namespace, with this command's overrides applied."""
+    saved = read_run_config(export_root)
+    args = build_parser().parse_args([])
+    for key, value in saved.items():
+        setattr(args, key, value)
+    args.mrl_hidden_sizes = ','.join(str(s) for s in saved['mrl_hidden_sizes'])
+    args.export_root = str(export_root)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(args, key, value)
+    return finalize(args)
+
+
+def evaluate_run(export_root, options):
+    export_root = Path(export_root)
+    if options.eval_mode == 'plot':
+        results = export_root / 'test_mrl_metrics.json'
+        if not results.exists() or options.force:
+            evaluate_run(export_root, argparse.Namespace(**{**vars(options), 'eval_mode': 'test'}))
+        by_size = json.loads(results.read_text())
+        for path in plot_metrics_by_size(by_size, export_root / 'plots', export_root.name):
+            print(f'wrote {path}')
+        return by_size
+    args = run_args(export_root, {'data_root': options.data_root, 'mask_history': options.mask_history})
+    device = resolve_device(options.device)
+    args.resolved_device = str(device)
+    data, splits, features = load_data(args)
+    model = build_model(args, data.num_items, features).to(device)
+    by_size = test_best(args, model, splits['test'], export_root, device)
+    print_table(by_size, f'{export_root}: test metrics, every size')
+    return by_size
+
+
+def find_runs(root):
+    return sorted(p.parent.parent for p in Path(root).rglob(f'models/{BEST_CHECKPOINT}'))
+
+
+def main(argv=None):
+    options = parse_eval_args(sys.argv[1:] if argv is None else argv)
+    if options.export_root:
+        try:
+            return evaluate_run(options.export_root, options)
+        except CheckpointError as error:
+            raise SystemExit(str(error)) from None
+    runs = [r for r in find_runs(options.experiments_root)
+            if options.force or options.eval_mode == 'plot' or not (r / 'test_mrl_metrics.json').exists()]
+    if not runs:
+        print(f'no run under {options.experiments_root}/ needs evaluation (use --force to redo)')
+    for run in runs:
+        try:
+            evaluate_run(run, options)
+        except (CheckpointError, SystemExit) as error:
+            print(f'skipping {run}: {error}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,23 @@
+"""Shared test set-up: the repo root on sys.path, no hub access, a small generated demo dataset."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / 'shared' / 'data' / 'amazon'
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('WANDB_MODE', 'offline')
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope='session')
+def demo_root(tmp_path_factory):
+    """A data root holding the generated demo dataset (data_root/demo/...)."""
+    from datasets.demo import generate
+    root = tmp_path_factory.mktemp('data')
+    generate(root / 'demo', seed=0)
+    return root
