@@ -1,0 +1,67 @@
+"""Metrics against hand-computed values, and the evaluator's protocol details."""
+import math
+
+import pytest
+import torch
+
+from trainer.evaluate import evaluate, metrics_from_ranks
+from trainer.metrics import metric_sums, ndcg_at, target_ranks
+
+
+def test_ranks_count_strictly_higher_scores():
+    scores = torch.tensor([[0.0, 0.9, 0.1, 0.5, 0.7],
+                           [0.0, 0.2, 0.2, 0.9, 0.1]])
+    targets = torch.tensor([3, 2])
+    # user 0: 0.9 and 0.7 beat 0.5 -> rank 3; user 1: only 0.9 beats 0.2 (a tie does not) -> rank 2
+    assert target_ranks(scores, targets).tolist() == [3, 2]
+
+
+def test_metric_values_by_hand():
+    ranks = torch.tensor([1, 3, 7, 60])
+    sums = metric_sums(ranks, [5, 10, 50])
+    assert sums['Recall@5'] == 2 and sums['Recall@10'] == 3 and sums['Recall@50'] == 3
+    assert sums['NDCG@5'] == pytest.approx(1 + 1 / math.log2(4))
+    assert sums['NDCG@10'] == pytest.approx(1 + 0.5 + 1 / 3)  # 1/log2(2), 1/log2(4), 1/log2(8)
+    assert sums['MRR@5'] == pytest.approx(1 + 1 / 3)
+    assert sums['MRR@10'] == pytest.approx(1 + 1 / 3 + 1 / 7)
+    assert ndcg_at(3, 5) == pytest.approx(0.5) and ndcg_at(6, 5) == 0.0
+
+
+def test_metrics_are_means_over_users_per_size():
+    ranks = torch.tensor([[1, 2], [10, 30]])
+    result = metrics_from_ranks(ranks, [8, 16], [5, 20])
+    assert result[8]['Recall@5'] == 1.0 and result[16]['Recall@5'] == 0.0
+    assert result[16]['Recall@20'] == 0.5
+    assert result[8]['NDCG@5'] == pytest.approx((1 + 1 / math.log2(3)) / 2)
+    assert list(result[8]) == ['Recall@5', 'NDCG@5', 'MRR@5', 'Recall@20', 'NDCG@20', 'MRR@20']
+
+
+class FixedScores(torch.nn.Module):
+    """A stand-in model whose scores are a fixed table row per user (for protocol tests)."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores = scores  # (M, U, N + 1)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def item_table(self):
+        return None
+
+    def last_position_scores(self, tokens, table, packed):
+        users = packed.tokens[packed.query] - 1  # the input token encodes the user here
+        return self.scores[:, users].clone()
+
+
+def test_padding_item_is_never_ranked_and_history_mask_is_opt_in():
+    # one size, two users, items 1..4; the padding item 0 has the highest raw score
+    scores = torch.tensor([[[9.0, 1.0, 5.0, 4.0, 3.0], [9.0, 5.0, 4.0, 1.0, 3.0]]])
+    model = FixedScores(scores)
+    inputs = torch.tensor([[0, 1], [0, 2]])   # last token = user id + 1 -> user index
+    targets = torch.tensor([3, 4])
+    histories = torch.tensor([[0, 2], [1, 4]])  # user 2's history holds its own target (a repeat)
+    examples = (torch.tensor([1, 2]), inputs, targets, histories)
+    plain = evaluate(model, examples, [4], [1, 2], progress=False)[4]
+    assert plain['Recall@1'] == 0.0 and plain['Recall@2'] == 0.5  # ranks 2 and 3: item 0 ignored
+    masked = evaluate(model, examples, [4], [1, 2], mask_history=True, progress=False)[4]
+    # user 1: item 2 masked -> target 3 ranks first; user 2: item 1 masked, target kept -> rank 2
+    assert masked['Recall@1'] == 0.5 and masked['Recall@2'] == 1.0
