@@ -117,9 +117,7 @@ def prepare(dataset_code, raw_dir, data_root, *, category=None, interactions_fil
     if category is None and (interactions_file is None or meta_file is None):
         raise SystemExit(f'unknown dataset code {dataset_code!r}: pass --category (the McAuley name, '
                          f'e.g. Toys_and_Games) or both --interactions_file and --meta_file.')
-    found_interactions, found_meta = find_raw_files(raw_dir, category) if category else (None, None)
-    interactions_file = Path(interactions_file) if interactions_file else found_interactions
-    meta_file = Path(meta_file) if meta_file else found_meta
+    interactions_file, meta_file = find_raw_files(raw_dir, category, interactions_file, meta_file)
     print(f'interactions: {interactions_file}\nmetadata:     {meta_file}')
 
     interactions = read_interactions(interactions_file, progress=progress)
@@ -146,8 +144,9 @@ def prepare(dataset_code, raw_dir, data_root, *, category=None, interactions_fil
     return dataset_statistics(sequences, id2item, meta, item2img)
 
 
-def report_statistics(code, stats, out=sys.stdout):
+def report_statistics(code, stats, out=None):
     """Print the table; return the list of differences from SPEC's table (printed loudly)."""
+    out = out or sys.stdout  # looked up at call time, so redirected output is honoured
     print(format_statistics(code, stats), file=out)
     differences = compare_with_published(code, stats)
     if code not in PUBLISHED_STATS:

@@ -34,20 +34,26 @@ def open_text(path):
     return open(path, encoding='utf-8')
 
 
-def find_raw_files(raw_dir, category):
-    """(interactions file, metadata file) for a category in `raw_dir`; the 5-core reviews win over
-    the ratings CSV. Raises SystemExit naming the files it looked for."""
+def find_raw_files(raw_dir, category, interactions_file=None, meta_file=None):
+    """(interactions file, metadata file): the given ones, else found in `raw_dir` by McAuley's
+    names (the 5-core reviews win over the ratings CSV). Raises SystemExit naming what is missing."""
     raw_dir = Path(raw_dir)
     interaction_names = [f'reviews_{category}_5.json.gz', f'reviews_{category}_5.json',
                          f'ratings_{category}.csv', f'ratings_{category}.csv.gz']
     meta_names = [f'meta_{category}.json.gz', f'meta_{category}.json']
-    interactions = next((raw_dir / n for n in interaction_names if (raw_dir / n).exists()), None)
-    meta = next((raw_dir / n for n in meta_names if (raw_dir / n).exists()), None)
-    if interactions is None or meta is None:
-        wanted = interaction_names if interactions is None else meta_names
-        raise SystemExit(f'{raw_dir} has none of {", ".join(wanted)}. Download the Amazon-2014 files '
-                         f'(https://jmcauley.ucsd.edu/data/amazon/links.html) into it; see docs/data.md.')
-    return interactions, meta
+    found = []
+    for given, names in ((interactions_file, interaction_names), (meta_file, meta_names)):
+        if given is not None:
+            if not Path(given).exists():
+                raise SystemExit(f'{given} does not exist')
+            found.append(Path(given))
+            continue
+        path = next((raw_dir / n for n in names if (raw_dir / n).exists()), None)
+        if path is None:
+            raise SystemExit(f'{raw_dir} has none of {", ".join(names)}. Download the Amazon-2014 files '
+                             f'(https://jmcauley.ucsd.edu/data/amazon/links.html) into it; see docs/data.md.')
+        found.append(path)
+    return tuple(found)
 
 
 def _parse_record(line):
