@@ -3,6 +3,10 @@
     python eval.py --export_root RUN              # test RUN's best checkpoint, write test_mrl_metrics.json
     python eval.py                                # every run under experiments/ that lacks the file
     python eval.py --export_root RUN --eval_mode plot   # PNG plots of each metric against size
+    python eval.py --export_root RUN --eval_mode summary   # size_summary.md: metrics, parameters, file size
+
+Testing also writes size_summary.md: per size, the metrics next to the size-s model's parameter
+count and its export file's size (export.py), so that a user can pick the size that fits.
 """
 import argparse
 import json
@@ -13,6 +17,7 @@ from config import EXPERIMENT_ROOT, build_parser, finalize, str2bool
 from trainer.setup import build_model, load_data
 from trainer.testing import CheckpointError, print_table, read_run_config, test_best
 from trainer.trainer import BEST_CHECKPOINT
+from utils.io import atomic_write_text
 from utils.plots import plot_metrics_by_size
 from utils.runtime import resolve_device
 
@@ -22,7 +27,7 @@ def parse_eval_args(argv):
     p.add_argument('--export_root', type=str, default=None, help='a run folder made by train.py')
     p.add_argument('--experiments_root', type=str, default=EXPERIMENT_ROOT,
                    help='where to look for runs when --export_root is not given')
-    p.add_argument('--eval_mode', type=str, default='test', choices=['test', 'plot'])
+    p.add_argument('--eval_mode', type=str, default='test', choices=['test', 'plot', 'summary'])
     p.add_argument('--data_root', type=str, default=None, help="override the run's --data_root")
     p.add_argument('--device', type=str, default='auto')
     p.add_argument('--mask_history', type=str2bool, nargs='?', const=True, default=None,
@@ -55,6 +60,15 @@ def evaluate_run(export_root, options):
         for path in plot_metrics_by_size(by_size, export_root / 'plots', export_root.name):
             print(f'wrote {path}')
         return by_size
+    if options.eval_mode == 'summary':
+        results = export_root / 'test_mrl_metrics.json'
+        if not results.exists() or options.force:
+            return evaluate_run(export_root, argparse.Namespace(**{**vars(options), 'eval_mode': 'test'}))
+        from export import load_run  # a function-level import: export.py imports run_args from here
+        args, data, model = load_run(export_root, options.data_root)
+        by_size = json.loads(results.read_text())
+        write_size_summary(export_root, args, data, model, by_size)
+        return by_size
     args = run_args(export_root, {'data_root': options.data_root, 'mask_history': options.mask_history})
     device = resolve_device(options.device)
     args.resolved_device = str(device)
@@ -62,7 +76,20 @@ def evaluate_run(export_root, options):
     model = build_model(args, data.num_items, features).to(device)
     by_size = test_best(args, model, splits['test'], export_root, device)
     print_table(by_size, f'{export_root}: test metrics, every size')
+    write_size_summary(export_root, args, data, model, by_size)
     return by_size
+
+
+def write_size_summary(export_root, args, data, model, by_size):
+    """Write and print size_summary.md: metrics, parameters and export file size per size."""
+    from export import read_catalogue, run_source, size_summary  # export.py imports run_args from here
+    catalogue = read_catalogue(data.data_dir, data.id2item, data.num_items)
+    table = size_summary(model.cpu().eval(), catalogue, args.lru_max_len, by_size, run_source(export_root, args))
+    path = Path(export_root) / 'size_summary.md'
+    atomic_write_text(path, f'# {Path(export_root).name}: quality, parameters and export size by model size\n\n'
+                            f'{table}\n')
+    print(f'\nPer size (parameters of the nested slice; export file with the precomputed item table):\n{table}')
+    print(f'wrote {path}')
 
 
 def find_runs(root):
@@ -77,7 +104,7 @@ def main(argv=None):
         except CheckpointError as error:
             raise SystemExit(str(error)) from None
     runs = [r for r in find_runs(options.experiments_root)
-            if options.force or options.eval_mode == 'plot' or not (r / 'test_mrl_metrics.json').exists()]
+            if options.force or options.eval_mode in ('plot', 'summary') or not (r / 'test_mrl_metrics.json').exists()]
     if not runs:
         print(f'no run under {options.experiments_root}/ needs evaluation (use --force to redo)')
     for run in runs:
