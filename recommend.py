@@ -1,0 +1,193 @@
+"""Top-k recommendations for one or many users, from an exported model or from a run folder.
+
+    python recommend.py --model model_64.pt --history B004756YJA,B004ZT0SSG --k 10
+    python recommend.py --model model_64.pt --history_file users.txt --json
+    python recommend.py --export_root RUN --size 64 --history 12,85,3
+
+History items are ASINs or item ids; a token that is an ASIN of the catalogue is read as the ASIN,
+otherwise as an id. A history file holds one user per line, oldest item first, items separated by
+commas or spaces, optionally after a label and a tab (`alice<TAB>B004756YJA,B004ZT0SSG`); blank
+lines are skipped; `-` reads standard input. The user's own history is excluded from the ranking
+unless --include_history. With --json each user gets one output line: a JSON list of
+{"item", "asin", "score", "title"}, best first, in input order.
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from export import RUN_ERRORS, ExportError, load_export, load_run_size
+from model.packing import pack_last_position
+
+_SEPARATORS = re.compile(r'[,\s]+')
+
+
+class HistoryError(ValueError):
+    """A history that names an item the model does not know."""
+
+
+class Recommender:
+    """Batched top-k over the whole catalogue with a size-s model (from export.load_export)."""
+
+    def __init__(self, exported, device='cpu'):
+        self.device = torch.device(device)
+        self.model = exported.model.to(self.device).eval()
+        self.table = exported.item_table.to(self.device)
+        self.max_len = exported.max_len
+        self.asins = exported.asins
+        self.titles = exported.titles
+        self.num_items = self.model.num_items
+        self.asin_to_id = {asin: item for item, asin in enumerate(self.asins) if item > 0 and asin}
+
+    def item_id(self, token):
+        """An ASIN or a 1-based item id -> item id; HistoryError when it is neither."""
+        if token in self.asin_to_id:
+            return self.asin_to_id[token]
+        if token.isdigit() and 1 <= int(token) <= self.num_items:
+            return int(token)
+        raise HistoryError(f'unknown item {token!r}: not an ASIN of this model\'s catalogue and not an '
+                           f'item id in 1..{self.num_items}')
+
+    def parse_history(self, text, skip_unknown=False):
+        """'B004756YJA,B004ZT0SSG' or '12 85 3' -> item ids (unknown ones dropped with skip_unknown)."""
+        ids = []
+        for token in (t for t in _SEPARATORS.split(text.strip()) if t):
+            try:
+                ids.append(self.item_id(token))
+            except HistoryError:
+                if not skip_unknown:
+                    raise
+        return ids
+
+    def input_tokens(self, histories):
+        """(B, max_len) left-padded inputs: each history's last max_len items."""
+        tokens = torch.zeros(len(histories), self.max_len, dtype=torch.long)
+        for row, history in enumerate(histories):
+            recent = history[-self.max_len:]
+            if recent:
+                tokens[row, self.max_len - len(recent):] = torch.tensor(recent, dtype=torch.long)
+        return tokens
+
+    @torch.no_grad()
+    def scores(self, histories, exclude_history=True):
+        """(B, N + 1) scores of every item; the padding item (and history items) at -inf."""
+        packed = pack_last_position(self.input_tokens(histories)).to(self.device)
+        hidden = self.model.hidden_states(packed, self.table)          # (B, s)
+        scores = hidden @ self.table.t()                                # (B, N + 1)
+        scores[:, 0] = float('-inf')
+        if exclude_history:
+            longest = max((len(h) for h in histories), default=0)
+            if longest:
+                seen = torch.zeros(len(histories), longest, dtype=torch.long)
+                for row, history in enumerate(histories):
+                    if history:
+                        seen[row, :len(history)] = torch.tensor(history, dtype=torch.long)
+                scores.scatter_(1, seen.to(self.device), float('-inf'))  # padding 0 is -inf anyway
+        return scores
+
+    @torch.no_grad()
+    def top_k(self, histories, k=10, exclude_history=True, batch_size=1024):
+        """(item ids (U, k'), scores (U, k')) best first, k' = min(k, N); excluded slots score -inf."""
+        k = min(int(k), self.num_items)
+        items, values = [], []
+        for start in range(0, len(histories), batch_size):
+            best = self.scores(histories[start:start + batch_size], exclude_history).topk(k, dim=1)
+            items.append(best.indices.cpu())
+            values.append(best.values.cpu())
+        if not items:
+            return torch.empty(0, k, dtype=torch.long), torch.empty(0, k)
+        return torch.cat(items), torch.cat(values)
+
+    def records(self, items, values):
+        """Per user, a list of {"item", "asin", "score", "title"}, best first (excluded slots dropped)."""
+        result = []
+        for row_items, row_values in zip(items.tolist(), values.tolist()):
+            result.append([{'item': item, 'asin': self.asins[item] or None, 'score': score,
+                            'title': None if self.titles is None else self.titles[item]}
+                           for item, score in zip(row_items, row_values) if score != float('-inf')])
+        return result
+
+
+def read_history_lines(path):
+    """[(label, history text)] from a history file ('-' = standard input)."""
+    handle = sys.stdin if str(path) == '-' else open(path, encoding='utf-8')
+    try:
+        users = []
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            label, tab, items = line.rstrip('\n').partition('\t')
+            users.append((label, items) if tab else (f'line {number}', line))
+        return users
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
+
+
+def format_text(label, records, history_length):
+    lines = [f'{label} ({history_length} history items)']
+    for rank, record in enumerate(records, start=1):
+        name = record['asin'] or str(record['item'])
+        title = f'  {record["title"]}' if record['title'] else ''
+        lines.append(f'  {rank:>3}. {name:<12} {record["score"]:>9.4f}{title}')
+    return '\n'.join(lines)
+
+
+def parse_recommend_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = p.add_argument_group('model (one of)')
+    source.add_argument('--model', help='a file written by export.py')
+    source.add_argument('--export_root', help='a run folder made by train.py (with --size)')
+    source.add_argument('--size', type=int, help='with --export_root: which nested size to use')
+    source.add_argument('--data_root', help="with --export_root: override the run's --data_root")
+    users = p.add_argument_group('users (one of)')
+    users.add_argument('--history', help='one user: items (ASINs or ids) separated by commas, oldest first')
+    users.add_argument('--history_file', help="one user per line ('-' = standard input)")
+    p.add_argument('--k', type=int, default=10, help='how many items per user')
+    p.add_argument('--include_history', action='store_true', help="allow items of the user's own history")
+    p.add_argument('--skip_unknown', action='store_true', help='drop unknown history items instead of stopping')
+    p.add_argument('--json', action='store_true', help='one JSON list per user and line')
+    p.add_argument('--batch_size', type=int, default=1024)
+    p.add_argument('--device', default='cpu')
+    options = p.parse_args(argv)
+    if (options.model is None) == (options.export_root is None):
+        p.error('give either --model FILE or --export_root RUN --size S')
+    if options.export_root is not None and options.size is None:
+        p.error('--export_root needs --size (one of the run\'s nested sizes)')
+    if (options.history is None) == (options.history_file is None):
+        p.error('give either --history ITEMS or --history_file FILE')
+    if options.k < 1 or options.batch_size < 1:
+        p.error('--k and --batch_size must be at least 1')
+    return options
+
+
+def main(argv=None):
+    options = parse_recommend_args(sys.argv[1:] if argv is None else argv)
+    try:
+        exported = (load_export(options.model) if options.model is not None
+                    else load_run_size(options.export_root, options.size, options.data_root))
+        recommender = Recommender(exported, options.device)
+        users = ([('history', options.history)] if options.history is not None
+                 else read_history_lines(options.history_file))
+        histories = []
+        for label, text in users:
+            try:
+                histories.append(recommender.parse_history(text, options.skip_unknown))
+            except HistoryError as error:
+                raise HistoryError(f'{label}: {error} (use --skip_unknown to drop such items)') from None
+    except (ExportError, HistoryError, OSError) + RUN_ERRORS as error:
+        raise SystemExit(str(error)) from None
+    items, values = recommender.top_k(histories, options.k, not options.include_history, options.batch_size)
+    all_records = recommender.records(items, values)
+    out = []
+    for (label, _), history, records in zip(users, histories, all_records):
+        out.append(json.dumps(records) if options.json else format_text(label, records, len(history)))
+    print(('\n' if options.json else '\n\n').join(out))
+    return all_records
+
+
+if __name__ == '__main__':
+    main()
