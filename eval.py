@@ -74,9 +74,16 @@ def evaluate_run(export_root, options):
     args.resolved_device = str(device)
     data, splits, features = load_data(args)
     model = build_model(args, data.num_items, features).to(device)
-    by_size = test_best(args, model, splits['test'], export_root, device)
-    print_table(by_size, f'{export_root}: test metrics, every size')
-    write_size_summary(export_root, args, data, model, by_size)
+    # Another protocol than the run's goes to its own files, e.g. test_mrl_metrics_masked.json.
+    run_masks = bool(read_run_config(export_root).get('mask_history', False))
+    suffix = '' if args.mask_history == run_masks else ('_masked' if args.mask_history else '_unmasked')
+    by_size = test_best(args, model, splits['test'], export_root, device, suffix=suffix)
+    protocol = 'history masked' if args.mask_history else 'history not masked'
+    print_table(by_size, f'{export_root}: test metrics ({protocol}), every size')
+    if suffix:
+        print(f'wrote {export_root / f"test_mrl_metrics{suffix}.json"}')
+    else:
+        write_size_summary(export_root, args, data, model, by_size)
     return by_size
 
 

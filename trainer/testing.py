@@ -34,16 +34,19 @@ def load_model_weights(model, checkpoint, path='checkpoint'):
                               f'modalities or dataset?): {str(error).splitlines()[0]}') from None
 
 
-def test_best(args, model, test_examples, export_root, device, progress=True):
-    """Evaluate the best checkpoint on the test split; writes both JSON files and returns the metrics."""
+def test_best(args, model, test_examples, export_root, device, progress=True, suffix=''):
+    """Evaluate the best checkpoint on the test split; writes both JSON files and returns the metrics.
+
+    `suffix` names the files of another protocol than the run's (e.g. '_masked' for
+    test_mrl_metrics_masked.json when eval.py overrides --mask_history)."""
     export_root = Path(export_root)
     checkpoint_path = export_root / 'models' / BEST_CHECKPOINT
     load_model_weights(model, load_checkpoint(checkpoint_path, device), checkpoint_path)
     metrics = evaluate(model, test_examples, list(args.mrl_hidden_sizes), args.metric_ks, args.test_batch_size,
                        device, args.mask_history, args.amp, progress=progress, description='test')
     by_size = {str(size): values for size, values in metrics.items()}
-    write_json(export_root / 'test_mrl_metrics.json', by_size)
-    write_json(export_root / 'test_metrics.json', by_size[str(args.mrl_hidden_sizes[-1])])
+    write_json(export_root / f'test_mrl_metrics{suffix}.json', by_size)
+    write_json(export_root / f'test_metrics{suffix}.json', by_size[str(args.mrl_hidden_sizes[-1])])
     return by_size
 
 

@@ -1,0 +1,77 @@
+"""Reproduce the paper's table: its best configuration per dataset, train, test every size, compare.
+
+    python reproduce.py --dataset_code beauty                 # text + image, D = 1024, 2 blocks
+    python reproduce.py --dataset_code beauty --ablation text # text only (also: image, id)
+    python reproduce.py --all                                 # the four datasets
+    python reproduce.py --dataset_code beauty --dry_run       # print the train.py command only
+
+Any further option goes to train.py unchanged and overrides the preset, e.g.
+`--mrl_hidden_sizes 8,16,32,64,128,256 --lr 1e-3 --language_encoder /path/to/encoder`.
+Writes RUN/comparison.md (every size, and the largest against the paper's row with the difference).
+"""
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import train as train_script
+from config import PAPER_R_MIN, parse_args
+from utils.io import atomic_write_text
+from utils.results import comparison_markdown, run_summary
+
+DATASETS = ('beauty', 'clothing', 'sports', 'toys')
+# SPEC §4: dropout 0.5-0.6; the paper's README example uses 0.6 for beauty.
+PAPER_DROPOUT = {'beauty': 0.6, 'clothing': 0.5, 'sports': 0.5, 'toys': 0.6}
+ABLATION_FLAGS = {
+    'full': [],
+    'text': ['--use_img_encoder', 'False'],
+    'image': ['--use_language_encoder', 'False'],
+    'id': ['--use_language_encoder', 'False', '--use_img_encoder', 'False'],
+}
+
+
+def preset_argv(dataset, ablation, stamp):
+    """The paper's best configuration (SPEC §4) for `dataset`, as train.py arguments."""
+    r_min = PAPER_R_MIN[dataset]
+    dropout = PAPER_DROPOUT[dataset]
+    return ['--dataset_code', dataset, '--mrl_hidden_sizes', '8,16,32,64,128,256,512,1024',
+            '--lru_num_blocks', '2', '--lru_r_min', str(r_min), '--lru_r_max', str(round(r_min + 0.1, 3)),
+            '--lru_dropout', str(dropout), '--lru_attn_dropout', str(dropout), '--weight_decay', '0.01',
+            '--lr', '1e-4', '--export_root', f'experiments/reproduce/{dataset}_{ablation}_{stamp}',
+            ] + ABLATION_FLAGS[ablation]
+
+
+def merge(preset, extra):
+    """Later options win: train.py's argparse keeps the last value of a repeated option."""
+    return preset + list(extra)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--dataset_code', choices=DATASETS)
+    p.add_argument('--all', action='store_true', help='run the four datasets one after another')
+    p.add_argument('--ablation', choices=sorted(ABLATION_FLAGS), default='full',
+                   help='full (text + image), text, image or id (no frozen features)')
+    p.add_argument('--dry_run', action='store_true', help='print the train.py commands and stop')
+    options, extra = p.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if not options.all and not options.dataset_code:
+        p.error('give --dataset_code or --all')
+    datasets = DATASETS if options.all else (options.dataset_code,)
+    reports = []
+    for dataset in datasets:
+        argv_train = merge(preset_argv(dataset, options.ablation, time.strftime('%Y-%m-%d_%H-%M-%S')), extra)
+        print('python train.py ' + ' '.join(shlex.quote(a) for a in argv_train))
+        if options.dry_run:
+            continue
+        run = Path(parse_args(argv_train).export_root)  # the effective folder, overrides included
+        train_script.main(argv_train)
+        report = comparison_markdown(run_summary(run))
+        atomic_write_text(run / 'comparison.md', report + '\n')
+        print('\n' + report)
+        reports.append(report)
+    return reports
+
+
+if __name__ == '__main__':
+    main()

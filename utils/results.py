@@ -1,0 +1,85 @@
+"""Collect finished runs into one markdown table, next to the paper's rows."""
+import csv
+import json
+from pathlib import Path
+
+import yaml
+
+from utils.paper import paper_reference
+
+COLUMNS = ('NDCG@5', 'Recall@5', 'NDCG@10', 'Recall@10')
+
+
+def modality_of(config):
+    used = [name for name, key in (('text', 'use_language_encoder'), ('image', 'use_img_encoder')) if config.get(key)]
+    return '+'.join(used) if used else 'id'
+
+
+def relative_difference(ours, theirs):
+    return f'{100 * (ours - theirs) / theirs:+.1f}%' if theirs else 'n/a'
+
+
+def run_summary(run):
+    """Facts about one finished run folder, or None when it has no test results."""
+    run = Path(run)
+    results = run / 'test_mrl_metrics.json'
+    if not results.exists() or not (run / 'args.yaml').exists():
+        return None
+    config = yaml.safe_load((run / 'args.yaml').read_text())
+    by_size = json.loads(results.read_text())
+    largest = str(max(int(s) for s in by_size))
+    seconds, epochs, best_epoch, best = 0.0, 0, None, -1.0
+    log = run / 'logs' / 'logs.csv'
+    if log.exists():
+        with open(log, newline='') as handle:
+            for row in csv.DictReader(handle):
+                epochs = int(row['epoch'])
+                seconds += float(row.get('seconds') or 0)
+                value = float(row.get(f"val_{config.get('best_metric', 'NDCG@10')}") or -1)
+                if value > best:
+                    best, best_epoch = value, epochs
+    masked_path = run / 'test_mrl_metrics_masked.json'
+    return {
+        'run': run.name, 'path': str(run), 'dataset': config.get('dataset_code'), 'modality': modality_of(config),
+        'encoder': config.get('language_encoder') if config.get('use_language_encoder') else None,
+        'D': int(largest), 'blocks': config.get('lru_num_blocks'), 'lr': config.get('lr'),
+        'mask_history': bool(config.get('mask_history')), 'epochs': epochs, 'best_epoch': best_epoch,
+        'train_minutes': seconds / 60, 'metrics': by_size[largest], 'by_size': by_size,
+        'masked_metrics': json.loads(masked_path.read_text())[largest] if masked_path.exists() else None,
+    }
+
+
+def find_summaries(root):
+    summaries = [run_summary(p.parent) for p in sorted(Path(root).rglob('test_mrl_metrics.json'))]
+    return [s for s in summaries if s is not None]
+
+
+def results_markdown(summaries):
+    header = ('| run | dataset | features | D | blocks | epochs (best) | train min | '
+              + ' | '.join(COLUMNS) + ' | paper row | ' + ' | '.join(f'paper {c}' for c in COLUMNS) + ' |')
+    lines = [header, '|' + '---|' * (header.count('|') - 1)]
+    for s in summaries:
+        label, paper = paper_reference(s['dataset'], s['modality'])
+        ours = ' | '.join(f"{s['metrics'][c]:.4f}" for c in COLUMNS)
+        theirs = ' | '.join(f"{paper[c]:.4f} ({relative_difference(s['metrics'][c], paper[c])})"
+                            if paper and c in paper else '–' for c in COLUMNS)
+        lines.append(f"| {s['run']} | {s['dataset']} | {s['modality']} | {s['D']} | {s['blocks']} | "
+                     f"{s['epochs']} ({s['best_epoch']}) | {s['train_minutes']:.1f} | {ours} | {label or '–'} | {theirs} |")
+    return '\n'.join(lines)
+
+
+def comparison_markdown(summary):
+    """Per-size table of one run plus its row against the paper."""
+    lines = [f"### {summary['dataset']} ({summary['modality']}), run `{summary['run']}`", '',
+             '| size | ' + ' | '.join(COLUMNS) + ' |', '|---:|' + '---:|' * len(COLUMNS)]
+    for size, metrics in sorted(summary['by_size'].items(), key=lambda kv: int(kv[0])):
+        lines.append(f'| {size} | ' + ' | '.join(f'{metrics[c]:.4f}' for c in COLUMNS) + ' |')
+    label, paper = paper_reference(summary['dataset'], summary['modality'])
+    if paper:
+        lines += ['', f"Largest size (D={summary['D']}) against {label}:", '',
+                  '| metric | ours | paper | difference |', '|---|---:|---:|---:|']
+        for c in COLUMNS:
+            if c in paper:
+                lines.append(f"| {c} | {summary['metrics'][c]:.4f} | {paper[c]:.4f} | "
+                             f"{relative_difference(summary['metrics'][c], paper[c])} |")
+    return '\n'.join(lines)
