@@ -4,6 +4,8 @@
 Booleans are real: `--flag`, `--flag True`, `--flag False` and `--no-flag` all work.
 """
 import argparse
+import math
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ DEFAULT_IMG_ENCODER = 'google/siglip-large-patch16-256'
 # The paper's best r_min per dataset (SPEC §4); r_max = r_min + 0.1.
 PAPER_R_MIN = {'beauty': 0.0, 'clothing': 0.1, 'sports': 0.1, 'toys': 0.0}
 
+_INTEGER = re.compile(r'[+-]?[0-9]+')  # ASCII digits only: int() also takes '1_6' and '١٦'
 _TRUE = {'1', 'true', 't', 'yes', 'y', 'on'}
 _FALSE = {'0', 'false', 'f', 'no', 'n', 'off'}
 
@@ -34,6 +37,19 @@ def str2bool(text):
     raise argparse.ArgumentTypeError(f'expected a boolean (true/false), got {text!r}')
 
 
+def _as_integer(value):
+    """16 from '16', 16 or 16.0 (a saved config); None for anything else ('8.5', True, '1_6')."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        return int(value)
+    return None
+
+
 def parse_sizes(text):
     """'8,16,32' -> [8, 16, 32]; strictly increasing positive integers, else ConfigError."""
     if isinstance(text, (list, tuple)):
@@ -44,11 +60,8 @@ def parse_sizes(text):
         raise ConfigError('--mrl_hidden_sizes is empty; give e.g. "8,16,32,64,128,256,512,1024"')
     sizes = []
     for part in parts:
-        try:
-            size = int(part)
-        except (TypeError, ValueError):
-            raise ConfigError(f'--mrl_hidden_sizes: {part!r} is not an integer') from None
-        if isinstance(part, float) and part != size:
+        size = _as_integer(part)
+        if size is None:
             raise ConfigError(f'--mrl_hidden_sizes: {part!r} is not an integer')
         if size <= 0:
             raise ConfigError(f'--mrl_hidden_sizes: sizes must be positive, got {size}')
@@ -173,6 +186,16 @@ def finalize(args):
     for name in ('lru_dropout', 'lru_attn_dropout'):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise ConfigError(f'--{name} must be in [0, 1), got {getattr(args, name)}')
+    for name, low, inclusive in (('lr', 0.0, False), ('adam_epsilon', 0.0, False), ('weight_decay', 0.0, True),
+                                 ('max_grad_norm', 0.0, True)):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            relation = '>=' if inclusive else '>'
+            raise ConfigError(f'--{name} must be a finite number {relation} {low}, got {value}')
+    if args.warmup_steps < 0:
+        raise ConfigError(f'--warmup_steps must be at least 0, got {args.warmup_steps}')
+    if args.early_stopping_patience < 1:
+        raise ConfigError(f'--early_stopping_patience must be at least 1, got {args.early_stopping_patience}')
     if args.num_epochs is None:
         args.num_epochs = DEMO_EPOCHS if args.dataset_code == 'demo' else 500
     for name in ('train_batch_size', 'val_batch_size', 'test_batch_size', 'num_epochs'):

@@ -2,52 +2,150 @@
 
     python train.py --dataset_code demo
     python train.py --dataset_code beauty --data_root data --lru_dropout 0.6 --lru_attn_dropout 0.6
+    python train.py --resume RUN                        # continue RUN with its own options
+    python train.py --resume auto --export_root RUN ... # continue RUN if it exists, else start it
 """
 import sys
 from pathlib import Path
 
 import torch
+import yaml
 
-from config import parse_args
+from config import ConfigError, build_parser, finalize, parse_args
+from datasets.features import FeatureTableError
+from datasets.p5 import DataError
 from trainer.setup import build_model, load_data, modality_name
-from trainer.testing import load_checkpoint, print_table, read_run_config, test_best
-from trainer.trainer import RECENT_CHECKPOINT, Trainer
-from utils.io import write_yaml
+from trainer.testing import CheckpointError, print_table, test_best
+from trainer.trainer import RECENT_CHECKPOINT, RESUME_KEYS, NonFiniteLossError, Trainer
+from utils.io import remove_stale_temporaries, write_yaml
 from utils.runtime import resolve_device, set_seed
 
 # Options that may differ between a run and its resumption without changing what is computed.
 RESUMABLE_DIFFERENCES = {'resume', 'device', 'num_workers', 'use_wandb', 'use_tensorboard', 'data_root',
                          'image_root', 'export_root', 'feature_batch_size', 'compile'}
+# Errors that mean "fix your input": reported as one message, without a traceback.
+USER_ERRORS = (ConfigError, DataError, FeatureTableError, CheckpointError)
 
 
 def config_dict(args):
     return {k: v for k, v in vars(args).items() if not k.startswith('resolved_')}
 
 
+def config_differences(previous, current):
+    """'key: old -> new' for each option that changes what a run computes."""
+    keys = sorted(k for k in set(previous) | set(current)
+                  if k not in RESUMABLE_DIFFERENCES and previous.get(k) != current.get(k))
+    return [f'{k}: {previous.get(k)!r} -> {current.get(k)!r}' for k in keys]
+
+
+def read_saved_config(root):
+    """The options saved in <root>/args.yaml, or None when the folder holds no run."""
+    path = Path(root) / 'args.yaml'
+    if not path.exists():
+        return None
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        saved = error
+    if not isinstance(saved, dict):
+        raise CheckpointError(f'{path} is not a run configuration written by train.py ({saved}). '
+                              f'Restore it, or choose another --export_root.')
+    return saved
+
+
+def resume_arguments(argv):
+    """The configuration for `argv`. With --resume, the run's saved options are the defaults, so
+    `--resume RUN` alone continues RUN as it was started; options given again must agree."""
+    args = parse_args(argv)
+    if not args.resume:
+        return args
+    explicit_root = build_parser().parse_args(argv).export_root
+    if args.resume == 'auto':
+        if explicit_root is None:
+            raise ConfigError('--resume auto continues the run in --export_root: give --export_root.')
+        root = Path(explicit_root)
+    else:
+        root = Path(args.resume)
+    saved = read_saved_config(root)
+    if saved is None:
+        if args.resume == 'auto':  # the first attempt of a restartable job: start the run
+            print(f'--resume auto: no run in {root} yet; starting it.')
+            args.export_root = str(root)
+            return args
+        raise ConfigError(f'--resume {root}: no run there ({root / "args.yaml"} is missing). Start the run '
+                          f'without --resume, or use --resume auto --export_root {root}.')
+    parser = build_parser()
+    defaults = {k: v for k, v in saved.items() if k not in ('resume', 'export_root')}
+    if isinstance(defaults.get('mrl_hidden_sizes'), list):
+        defaults['mrl_hidden_sizes'] = ','.join(str(s) for s in defaults['mrl_hidden_sizes'])
+    parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    args.export_root = str(root)
+    return finalize(args)
+
+
 def prepare_run_folder(args):
     """Write args.yaml, refusing a folder that holds a different run's configuration."""
     root = Path(args.export_root)
     current = config_dict(args)
-    if (root / 'args.yaml').exists():
-        previous = read_run_config(root)
-        differing = sorted(k for k in set(previous) | set(current)
-                           if k not in RESUMABLE_DIFFERENCES and previous.get(k) != current.get(k))
+    previous = read_saved_config(root)
+    if previous is not None:
+        differing = config_differences(previous, current)
         if differing:
-            details = ', '.join(f'{k}: {previous.get(k)!r} -> {current.get(k)!r}' for k in differing[:6])
-            raise SystemExit(f'{root} already holds a run with a different configuration ({details}). '
-                             f'Choose another --export_root, or resume it with the same options.')
+            raise SystemExit(f'{root} already holds a run with a different configuration '
+                             f'({", ".join(differing[:6])}). Choose another --export_root, or resume it '
+                             f'with the same options.')
         if not args.resume and (root / 'models' / RECENT_CHECKPOINT).exists():
             raise SystemExit(f'{root} already holds a trained run. Continue it with --resume {root}, '
                              f'or choose another --export_root.')
     root.mkdir(parents=True, exist_ok=True)
+    for folder in (root, root / 'models', root / 'logs'):
+        for name in remove_stale_temporaries(folder):
+            print(f'removed {folder / name}, left by an interrupted write')
     write_yaml(root / 'args.yaml', current)
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.resume:
-        if args.resume != 'auto':
-            args.export_root = args.resume
+def load_resume_state(trainer, path, device, current_config):
+    """Restore `trainer` from the recent checkpoint at `path`, or say exactly what is wrong with it."""
+    what_to_do = (f'Checkpoints are written atomically, so this is damage from outside training (disk, '
+                  f'copy, another program). Restore the file, or delete it to restart the run from its '
+                  f'first epoch with the same command.')
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # truncated, foreign or unreadable file
+        raise CheckpointError(f'cannot resume: {path} is corrupt or not a checkpoint '
+                              f'({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}). '
+                              f'{what_to_do}') from None
+    missing = [key for key in RESUME_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise CheckpointError(f'cannot resume: {path} lacks {", ".join(missing)}; it is not a recent '
+                              f'checkpoint of this project. {what_to_do}')
+    differing = config_differences(checkpoint.get('config') or {}, current_config)
+    if differing:
+        raise CheckpointError(f'cannot resume: {path} was trained with another configuration '
+                              f'({", ".join(differing[:6])}). Resume with the options it was trained with, '
+                              f'or start a new run in another --export_root.')
+    try:
+        trainer.load_state(checkpoint)
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f'cannot resume: {path} does not fit this model '
+                              f'({str(error).splitlines()[0]}). {what_to_do}') from None
+
+
+def non_finite_report(error, trainer, root):
+    models = Path(root) / 'models'
+    if trainer.epoch:
+        kept = (f'Nothing was saved after epoch {trainer.epoch}: {models / RECENT_CHECKPOINT} holds epoch '
+                f'{trainer.epoch}, and best_acc_model.pth epoch {trainer.best_epoch} (test it with '
+                f'`python eval.py --export_root {root}`).')
+    else:
+        kept = 'No epoch had completed, so there is no checkpoint.'
+    return (f'Stopped: {error}. {kept} Resuming would replay the same steps; start a new run with a lower '
+            f'--lr, a longer --warmup_steps or a smaller --max_grad_norm, and check the feature tables.')
+
+
+def run(argv):
+    args = resume_arguments(argv)
     device = resolve_device(args.device)
     args.resolved_device = str(device)
     set_seed(args.seed)
@@ -61,14 +159,24 @@ def main(argv=None):
         trainer.train_module = torch.compile(model)
     recent = Path(args.export_root) / 'models' / RECENT_CHECKPOINT
     if args.resume and recent.exists():
-        trainer.load_state(load_checkpoint(recent, device))
+        load_resume_state(trainer, recent, device, config_dict(args))
         print(f'resumed {args.export_root} after epoch {trainer.epoch} (step {trainer.global_step})')
     print(f'run folder: {args.export_root}')
-    trainer.fit()
+    try:
+        trainer.fit()
+    except NonFiniteLossError as error:
+        raise SystemExit(non_finite_report(error, trainer, args.export_root)) from None
     by_size = test_best(args, model, splits['test'], args.export_root, device)
     print_table(by_size, f'Test metrics of the best checkpoint (epoch {trainer.best_epoch}), every size:')
     print(f'\nwrote {Path(args.export_root) / "test_mrl_metrics.json"}')
     return by_size
+
+
+def main(argv=None):
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except USER_ERRORS as error:
+        raise SystemExit(f'error: {error}') from None
 
 
 if __name__ == '__main__':

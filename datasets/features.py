@@ -50,10 +50,17 @@ def save_feature_table(path, table, encoder):
 
 
 def read_feature_meta(path):
+    """The sidecar JSON of a table, None when absent; a FeatureTableError when unreadable."""
     sidecar = Path(path).with_suffix('.json')
     if not sidecar.exists():
         return None
-    return json.loads(sidecar.read_text())
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FeatureTableError(f'{sidecar} is not valid JSON ({error}).') from None
+    if not isinstance(meta, dict):
+        raise FeatureTableError(f'{sidecar} is not a feature-table description.')
+    return meta
 
 
 def check_feature_table(path, num_items, encoder=None):
@@ -62,16 +69,23 @@ def check_feature_table(path, num_items, encoder=None):
     path = Path(path)
     if not path.exists():
         return f'{path} does not exist'
-    meta = read_feature_meta(path)
+    try:
+        meta = read_feature_meta(path)
+    except FeatureTableError:
+        return f'{path.with_suffix(".json")}, the description of {path.name}, is not valid JSON'
     if encoder is not None and meta is not None and meta.get('encoder') != str(encoder):
         return f'{path} was built by encoder {meta.get("encoder")!r}, not {str(encoder)!r}'
     try:
         table = np.load(path, mmap_mode='r')
     except Exception as error:  # a truncated or foreign file
         return f'{path} cannot be read as a .npy array ({error})'
-    if table.ndim != 2 or table.shape[0] != num_items:
+    if table.ndim != 2 or table.shape[0] != num_items or table.shape[1] < 1:
         return (f'{path} has shape {tuple(table.shape)} but the dataset has {num_items} items '
-                f'(expected ({num_items}, d))')
+                f'(expected ({num_items}, d) with d >= 1)')
+    if not np.issubdtype(table.dtype, np.number) or np.issubdtype(table.dtype, np.complexfloating):
+        return f'{path} holds {table.dtype} values, not real numbers'
+    if meta is not None and meta.get('dim') not in (None, table.shape[1]):
+        return f'{path} has {table.shape[1]} columns but its sidecar says dim {meta.get("dim")}'
     return None
 
 
@@ -87,7 +101,8 @@ def load_feature_table(path, num_items, encoder=None):
         bad = np.unique(np.nonzero(~np.isfinite(table))[0])
         raise FeatureTableError(
             f'{path} holds NaN or infinite values in {len(bad)} rows (item ids '
-            f'{", ".join(str(i + 1) for i in bad[:5])}...). Rebuild the features.')
+            f'{", ".join(str(i + 1) for i in bad[:5])}{"..." if len(bad) > 5 else ""}). Rebuild the features '
+            f'(delete the file and rerun train.py), and check the encoder run that wrote them.')
     padded = np.zeros((num_items + 1, table.shape[1]), dtype=np.float32)
     padded[1:] = table
     return torch.from_numpy(padded)

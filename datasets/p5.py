@@ -5,16 +5,24 @@ Every problem with a file raises `DataError` naming the file, the line and what 
 import ast
 import gzip
 import json
+import re
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 MIN_SEQUENCE_LENGTH = 3  # leave-one-out needs a training item, a validation item and a test item
+INTEGER = re.compile(r'-?[0-9]+')  # plain ASCII integers only (int() would also take '1_0' or '٣')
 
 
 class DataError(ValueError):
     """A dataset file is missing or malformed; the message says which file, where, and the fix."""
+
+
+class DataWarning(UserWarning):
+    """A dataset file is usable but not in the expected form (e.g. JSON metadata)."""
 
 
 @dataclass
@@ -46,9 +54,15 @@ def read_datamaps(path):
     except json.JSONDecodeError as error:
         raise DataError(f'{path} is not valid JSON ({error}); restore it from the P5 release '
                         f'or rebuild it with `python -m datasets.prepare`.') from None
-    if 'item2id' not in maps:
+    if not isinstance(maps, dict) or not isinstance(maps.get('item2id'), dict):
         raise DataError(f'{path} has no "item2id" map; rebuild it with `python -m datasets.prepare`.')
-    id2item = {int(i): asin for asin, i in maps['item2id'].items()}
+    id2item = {}
+    for asin, item_id in maps['item2id'].items():
+        try:
+            id2item[int(item_id)] = asin
+        except (TypeError, ValueError):
+            raise DataError(f'{path}: item2id[{asin!r}] = {item_id!r} is not an integer id; rebuild the '
+                            f'file with `python -m datasets.prepare`.') from None
     return id2item
 
 
@@ -56,32 +70,43 @@ def read_sequences(path, num_items=None):
     """user id -> item ids from lines `user item item ...`, checked line by line."""
     _require(path, 'one line per user: user_id item_id item_id ...')
     sequences = {}
-    with open(path) as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
+    with open(path, 'rb') as handle:
+        for line_number, raw in enumerate(handle, start=1):
             try:
-                ids = [int(p) for p in parts]
-            except ValueError:
-                raise DataError(f'{path}, line {line_number}: not a list of integer ids: '
-                                f'{line.strip()[:80]!r}. Each line must be `user_id item_id item_id ...`.') from None
-            user, items = ids[0], ids[1:]
-            if user in sequences:
-                raise DataError(f'{path}, line {line_number}: user {user} appears twice; '
-                                f'each user has exactly one line.')
-            if len(items) < MIN_SEQUENCE_LENGTH:
-                raise DataError(f'{path}, line {line_number}: user {user} has {len(items)} items; '
-                                f'leave-one-out needs at least {MIN_SEQUENCE_LENGTH}. Filter such users out '
-                                f'(python -m datasets.prepare applies 5-core filtering).')
-            bad = [i for i in items if i < 1 or (num_items is not None and i > num_items)]
-            if bad:
-                raise DataError(f'{path}, line {line_number}: item id {bad[0]} is outside 1..{num_items} '
-                                f'(the ids of datamaps.json). The sequences and datamaps do not belong together.')
-            sequences[user] = items
+                line = raw.decode('utf-8')
+            except UnicodeDecodeError:
+                raise DataError(f'{path}, line {line_number}: not text (undecodable bytes). The file must be '
+                                f'plain text lines `user_id item_id item_id ...`; restore it from the P5 '
+                                f'release.') from None
+            if line.strip():
+                _check_sequence_line(path, line_number, line, sequences, num_items)
     if not sequences:
-        raise DataError(f'{path} holds no sequences.')
+        raise DataError(f'{path} holds no sequences. Each line must be `user_id item_id item_id ...`.')
     return sequences
+
+
+def _check_sequence_line(path, line_number, line, sequences, num_items):
+    """Parse one `user item item ...` line into `sequences`, or raise DataError naming the line."""
+    parts = line.split()
+    if not all(INTEGER.fullmatch(p) for p in parts):
+        raise DataError(f'{path}, line {line_number}: not a list of integer ids: '
+                        f'{line.strip()[:80]!r}. Each line must be `user_id item_id item_id ...`.')
+    user, *items = (int(p) for p in parts)
+    if user < 1:
+        raise DataError(f'{path}, line {line_number}: user id {user} is not positive; ids are 1-based. '
+                        f'Each line must be `user_id item_id item_id ...`.')
+    if user in sequences:
+        raise DataError(f'{path}, line {line_number}: user {user} appears twice; '
+                        f'each user has exactly one line.')
+    if len(items) < MIN_SEQUENCE_LENGTH:
+        raise DataError(f'{path}, line {line_number}: user {user} has {len(items)} items; '
+                        f'leave-one-out needs at least {MIN_SEQUENCE_LENGTH}. Filter such users out '
+                        f'(python -m datasets.prepare applies 5-core filtering).')
+    bad = [i for i in items if i < 1 or (num_items is not None and i > num_items)]
+    if bad:
+        raise DataError(f'{path}, line {line_number}: item id {bad[0]} is outside 1..{num_items} '
+                        f'(the ids of datamaps.json). The sequences and datamaps do not belong together.')
+    sequences[user] = items
 
 
 def load_p5(data_dir):
@@ -98,27 +123,56 @@ def load_p5(data_dir):
 
 
 def read_meta(path):
-    """ASIN -> metadata dict, from Python-literal lines (never `eval`)."""
+    """ASIN -> metadata dict, from Python-literal lines (never `eval`).
+
+    Lines in JSON are accepted, with one DataWarning per file: JSON is unambiguous, and converted
+    copies of the McAuley files exist. Anything else stops, naming the line."""
     path = Path(path)
     _require(path, 'item metadata, one Python dict literal per line')
-    meta = {}
+    meta, json_lines = {}, []
     opener = gzip.open if path.suffix == '.gz' else open
-    with opener(path, 'rt') as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = ast.literal_eval(line)
-            except (ValueError, SyntaxError):
-                try:  # Some copies are JSON (true/false/null); accept that, it is unambiguous.
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise DataError(f'{path}, line {line_number}: not a Python dict literal (nor JSON): '
-                                    f'{line.strip()[:80]!r}. Restore the file from the McAuley release.') from None
-            if not isinstance(record, dict) or 'asin' not in record:
-                raise DataError(f'{path}, line {line_number}: expected a dict with an "asin" key.')
-            meta[record['asin']] = record
+    line_number = 0
+    try:
+        with opener(path, 'rb') as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                line = raw.decode('utf-8')
+                if line.strip():
+                    record = _parse_meta_line(path, line_number, line, json_lines)
+                    meta[record['asin']] = record
+    except UnicodeDecodeError:
+        raise DataError(f'{path}, line {line_number + 1}: not UTF-8 text. Restore the file (python -m '
+                        f'datasets.prepare writes it from the McAuley release).') from None
+    except (OSError, EOFError, zlib.error) as error:
+        compressed = 'a complete gzip file' if opener is gzip.open else 'readable'
+        where = f'after line {line_number}' if line_number else 'from its start'
+        raise DataError(f'{path}: cannot be read {where} ({type(error).__name__}: {error}); '
+                        f'it is not {compressed}. Restore it (python -m datasets.prepare writes it from the '
+                        f'McAuley release).') from None
+    if json_lines:
+        warnings.warn(f'{path}: {len(json_lines)} line(s) in JSON, not Python literals (first: line '
+                      f'{json_lines[0]}); read as JSON. The McAuley files are Python literals; a converted '
+                      f'copy is fine.', DataWarning, stacklevel=2)
     return meta
+
+
+def _parse_meta_line(path, line_number, line, json_lines):
+    # JSON first: a McAuley line (single-quoted keys) is never valid JSON, and a JSON line must
+    # be read as JSON (literal_eval would read its surrogate-pair escapes differently).
+    try:
+        record = json.loads(line)
+        json_lines.append(line_number)
+    except (json.JSONDecodeError, RecursionError):
+        try:
+            record = ast.literal_eval(line.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            raise DataError(f'{path}, line {line_number}: neither a Python dict literal nor JSON: '
+                            f'{line.strip()[:80]!r}. Each line must be one dict such as '
+                            f"{{'asin': 'B000...', 'title': ...}}; restore the file from the McAuley "
+                            f'release.') from None
+    if not isinstance(record, dict) or not isinstance(record.get('asin'), str):
+        raise DataError(f'{path}, line {line_number}: expected a dict with a string "asin" key, got '
+                        f'{line.strip()[:80]!r}. Restore the file from the McAuley release.')
+    return record
 
 
 def leave_one_out(sequences):

@@ -17,7 +17,10 @@ class CSVLog:
                 self.rows = list(csv.DictReader(handle))
 
     def truncate(self, epochs_done):
-        self.rows = [r for r in self.rows if int(r['epoch']) < epochs_done]
+        """Keep the rows of the epochs a resumed run has completed; later ones will be redone.
+        (A row is written before the recent checkpoint, so a kill between the two leaves one
+        row too many, never one too few.)"""
+        self.rows = [r for r in self.rows if int(r['epoch']) <= epochs_done]
 
     def log(self, row):
         self.rows.append({k: v for k, v in row.items()})
@@ -25,14 +28,16 @@ class CSVLog:
 
 
 class MetricLoggers:
-    def __init__(self, export_root, args, config_dict, use_tensorboard=True, use_wandb=False):
+    def __init__(self, export_root, args, config_dict, use_tensorboard=True, use_wandb=False, resume_step=None):
+        """resume_step: the first global step a resumed run will log; TensorBoard drops the events
+        from it on, which the interrupted run wrote and this one will write again."""
         self.csv = CSVLog(Path(export_root) / 'logs' / 'logs.csv')
         self.tensorboard = None
         self.wandb_run = None
         if use_tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.tensorboard = SummaryWriter(log_dir=str(Path(export_root) / 'tb'))
+                self.tensorboard = SummaryWriter(log_dir=str(Path(export_root) / 'tb'), purge_step=resume_step)
             except ImportError:
                 print('TensorBoard is not installed; logging to logs/logs.csv only.')
         if use_wandb:

@@ -1,5 +1,11 @@
 """The training loop: one loss over all nested sizes, validation each epoch, early stopping on the
-largest size, best and recent checkpoints, logs."""
+largest size, best and recent checkpoints, logs.
+
+Checkpoints are written at epoch ends only, atomically, the recent one last: it is the commit point
+of an epoch. It holds everything the rest of the run depends on (model, optimizer, schedule,
+counters, early-stopping state, every RNG state); the data order is a function of (seed, epoch).
+So a run killed anywhere and resumed replays the interrupted epoch exactly (see docs/resume.md).
+"""
 import random
 import time
 from pathlib import Path
@@ -13,12 +19,25 @@ from trainer.evaluate import evaluate
 from trainer.loggers import MetricLoggers
 from trainer.optim import build_optimizer, cosine_with_warmup
 from utils.io import atomic_torch_save
-from utils.runtime import autocast
+from utils.runtime import autocast, kill_self, planned_fault
 
 BEST_CHECKPOINT = 'best_acc_model.pth'
 RECENT_CHECKPOINT = 'checkpoint-recent.pth'
 STATE_DICT_KEY = 'model_state_dict'
 OPTIMIZER_STATE_DICT_KEY = 'optimizer_state_dict'
+RESUME_KEYS = (STATE_DICT_KEY, OPTIMIZER_STATE_DICT_KEY, 'scheduler_state_dict', 'epoch', 'global_step',
+               'best_value', 'best_epoch', 'bad_epochs', 'rng_states')
+FINITE_CHECK_EVERY = 25  # steps between checks of the loss: one host synchronisation each
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite. Nothing is saved after it: the checkpoints on disk
+    are those of the last completed epoch."""
+
+    def __init__(self, value, global_step, epoch, batch):
+        self.value, self.global_step, self.epoch, self.batch = value, global_step, epoch, batch
+        super().__init__(f'the training loss is {value} at step {global_step} (epoch {epoch}, '
+                         f'batch {batch})')
 
 
 def rng_states():
@@ -58,6 +77,9 @@ class Trainer:
         self.bad_epochs = 0
         self.train_module = model  # what the step calls (a compiled or DDP-wrapped model)
         self.is_main = True
+        self.kill_at_step = planned_fault('kill_at_step')  # test-only fault injection
+        self.kill_in_save = planned_fault('kill_in_save')
+        self.saves = 0
 
     # ---- batches -------------------------------------------------------------------------
     def epoch_order(self, epoch):
@@ -87,19 +109,37 @@ class Trainer:
         return loss.detach(), per_size
 
     def train_epoch(self, epoch):
+        """Train one epoch; returns the mean loss. Raises NonFiniteLossError, naming the first
+        non-finite step, at the first check after it (the loss is checked every
+        FINITE_CHECK_EVERY steps and at the end, so the step itself never waits for the device)."""
         self.model.train()
         order = self.epoch_order(epoch)
         size = self.args.train_batch_size
-        running = torch.zeros((), device=self.device)
+        step_losses = torch.zeros(self.steps_per_epoch, device=self.device)
+        checked = 0
         bar = tqdm(range(self.steps_per_epoch), desc=f'epoch {epoch + 1}', leave=False,
                    disable=not self.is_main)
         for step in bar:
             loss, _ = self.train_step(*self.batch(order[step * size:(step + 1) * size]))
-            running += loss
-            if (step + 1) % 25 == 0 or step + 1 == self.steps_per_epoch:  # one sync every 25 steps
-                bar.set_postfix(loss=f'{running.item() / (step + 1):.4f}',
+            step_losses[step] = loss
+            if self.kill_at_step == self.global_step:
+                kill_self()
+            if (step + 1) % FINITE_CHECK_EVERY == 0 or step + 1 == self.steps_per_epoch:
+                self.check_finite(step_losses[checked:step + 1], epoch, checked)
+                checked = step + 1
+                bar.set_postfix(loss=f'{step_losses[:checked].mean().item():.4f}',
                                 lr=f'{self.scheduler.get_last_lr()[0]:.2e}')
-        return running.item() / max(1, self.steps_per_epoch)
+        return step_losses.mean().item()
+
+    def check_finite(self, losses, epoch, first_batch):
+        """Raise NonFiniteLossError if any of `losses` (batches first_batch.. of `epoch`) is not finite."""
+        finite = torch.isfinite(losses)
+        if bool(finite.all()):
+            return
+        bad = int((~finite).nonzero()[0])
+        batch = first_batch + bad
+        raise NonFiniteLossError(losses[bad].item(), epoch * self.steps_per_epoch + batch + 1,
+                                 epoch + 1, batch + 1)
 
     # ---- validation and checkpoints ------------------------------------------------------
     def validate(self):
@@ -118,7 +158,16 @@ class Trainer:
         }
 
     def save(self, name):
-        atomic_torch_save(self.state(), self.models_dir / name)
+        self.saves += 1
+        crash = self._crash_mid_write if self.kill_in_save == self.saves else None
+        atomic_torch_save(self.state(), self.models_dir / name, before_rename=crash)
+
+    @staticmethod
+    def _crash_mid_write(tmp):
+        """Test-only: leave a half-written temporary file and die before the rename."""
+        with open(tmp, 'r+b') as handle:
+            handle.truncate(max(1, handle.seek(0, 2) // 2))
+        kill_self()
 
     def load_state(self, checkpoint):
         self.model.load_state_dict(checkpoint[STATE_DICT_KEY])
@@ -130,14 +179,19 @@ class Trainer:
         restore_rng_states(checkpoint['rng_states'])
 
     # ---- the loop ------------------------------------------------------------------------
+    def should_stop(self):
+        return self.args.early_stopping and self.bad_epochs >= self.args.early_stopping_patience
+
     def fit(self):
-        loggers = MetricLoggers(self.export_root, self.args, self.config_dict, self.args.use_tensorboard,
-                                self.args.use_wandb) if self.is_main else None
+        """Train until num_epochs or early stopping, from wherever `load_state` left the run."""
+        loggers = (MetricLoggers(self.export_root, self.args, self.config_dict, self.args.use_tensorboard,
+                                self.args.use_wandb, resume_step=self.global_step + 1 if self.global_step else None)
+                   if self.is_main else None)
         if loggers is not None:
-            loggers.csv.truncate(self.epoch)
+            loggers.csv.truncate(self.epoch)  # rows of an epoch that was interrupted are redone
         largest = self.sizes[-1]
         try:
-            while self.epoch < self.args.num_epochs:
+            while self.epoch < self.args.num_epochs and not self.should_stop():
                 started = time.time()
                 train_loss = self.train_epoch(self.epoch)
                 metrics = self.validate()
@@ -151,7 +205,6 @@ class Trainer:
                 if self.is_main:
                     if improved:
                         self.save(BEST_CHECKPOINT)
-                    self.save(RECENT_CHECKPOINT)
                     row = {'epoch': self.epoch, 'step': self.global_step, 'train_loss': round(train_loss, 6),
                            'seconds': round(time.time() - started, 2)}
                     row.update({f'val_{name}': round(v, 6) for name, v in metrics[largest].items()})
@@ -160,13 +213,12 @@ class Trainer:
                     loggers.csv.log(row)
                     loggers.log_scalars({'train/loss': train_loss, **{f'val/{k}': v for k, v in metrics[largest].items()}},
                                         self.global_step)
+                    self.save(RECENT_CHECKPOINT)  # last: once it is renamed into place the epoch is done
                     tqdm.write(f'epoch {self.epoch}: loss {train_loss:.4f}, val {self.args.best_metric} '
                                f'{value:.4f} (best {self.best_value:.4f} at epoch {self.best_epoch}), '
                                f'{row["seconds"]:.1f}s')
-                if self.args.early_stopping and self.bad_epochs >= self.args.early_stopping_patience:
-                    if self.is_main:
-                        tqdm.write(f'early stopping: no improvement for {self.bad_epochs} epochs')
-                    break
+            if self.should_stop() and self.is_main:
+                tqdm.write(f'early stopping: no improvement for {self.bad_epochs} epochs')
         finally:
             if loggers is not None:
                 loggers.close()
