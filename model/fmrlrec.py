@@ -69,6 +69,11 @@ class FMRLRec(nn.Module):
             self.item_features = None
             self.projection = None
             self.id_embedding = nn.Embedding(self.num_items + 1, width, padding_idx=0)
+            # LRURec's ID-table init (truncated normal, std 0.02): N(0, 1) rows would make the
+            # first logits of a width-D model huge and the first epochs wasted.
+            with torch.no_grad():
+                nn.init.trunc_normal_(self.id_embedding.weight, std=0.02, a=-0.04, b=0.04)
+                self.id_embedding.weight[0].zero_()
         self.embed_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(LRUBlock(self.sizes, r_min, r_max, bias, dropout, attn_dropout)
                                     for _ in range(num_blocks))
