@@ -87,6 +87,9 @@ def build_parser():
                       help='beauty, clothing, sports, toys, or demo (a synthetic set made on first use)')
     data.add_argument('--data_root', type=str, default='data', help='folder holding <dataset_code>/')
     data.add_argument('--image_root', type=str, default='photos', help='folder holding <dataset_code>/*.jpg')
+    data.add_argument('--feature_dir', type=str, default=None,
+                      help='where the frozen feature tables are cached (default <data_root>/<dataset_code>/features); '
+                           'set it when the data folder is read-only')
     data.add_argument('--min_rating', type=int, default=0)
     data.add_argument('--min_uc', type=int, default=5)
     data.add_argument('--min_sc', type=int, default=5)

@@ -5,6 +5,7 @@ row i-1 holding item id i, with a sidecar `<same name>.json` that records the en
 count and the dimension. Loading prepends a zero padding row, so item id i is row i.
 """
 import json
+import os
 import re
 from pathlib import Path
 
@@ -22,14 +23,17 @@ def encoder_slug(encoder):
     """A file-name-safe name for an encoder id (`BAAI/bge-large-en-v1.5` -> `BAAI__bge-large-en-v1.5`)."""
     name = str(encoder).rstrip('/\\')
     if Path(name).is_absolute() or name.startswith('.'):
-        name = Path(name).name  # local folders are named after their last component
+        # Local folders: the last two components, since packages often ship a folder called `model`.
+        name = '__'.join(Path(name).parts[-2:])
     return re.sub(r'[^A-Za-z0-9._-]+', '_', name.replace('/', '__'))
 
 
-def feature_cache_path(data_dir, modality, encoder):
+def feature_cache_path(data_dir, modality, encoder, feature_dir=None):
+    """`<feature_dir>/<modality>_<slug>.npy`; feature_dir defaults to `<data_dir>/features`."""
     if modality not in MODALITIES:
         raise ValueError(f'modality must be one of {MODALITIES}, got {modality!r}')
-    return Path(data_dir) / 'features' / f'{modality}_{encoder_slug(encoder)}.npy'
+    folder = Path(feature_dir) if feature_dir else Path(data_dir) / 'features'
+    return folder / f'{modality}_{encoder_slug(encoder)}.npy'
 
 
 def save_feature_table(path, table, encoder):
@@ -108,8 +112,17 @@ def load_feature_table(path, num_items, encoder=None):
     return torch.from_numpy(padded)
 
 
+def _require_writable(folder, modality):
+    """Fail before encoding anything when the cache cannot be written (e.g. a read-only data copy)."""
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise FeatureTableError(f'the {modality} feature cache must be built, but {folder} is not writable '
+                                f'({existing} is read-only). Pass --feature_dir to cache the tables elsewhere.')
+
+
 def ensure_feature_tables(data_dir, num_items, *, use_text, use_image, language_encoder, img_encoder,
-                          device='cpu', missing_image='zero', batch_size=64, image_root=None):
+                          device='cpu', missing_image='zero', batch_size=64, image_root=None,
+                          feature_dir=None, dataset_code=None):
     """{'text': (N+1, d) tensor or None, 'image': ...} for the enabled modalities.
 
     A cache that is missing, unreadable, of the wrong row count or built by another encoder is
@@ -120,9 +133,10 @@ def ensure_feature_tables(data_dir, num_items, *, use_text, use_image, language_
     for modality, enabled, encoder in wanted:
         if not enabled:
             continue
-        path = feature_cache_path(data_dir, modality, encoder)
+        path = feature_cache_path(data_dir, modality, encoder, feature_dir)
         problem = check_feature_table(path, num_items, encoder)
         if problem is not None:
+            _require_writable(path.parent, modality)
             print(f'{modality} features: {problem}; building them with {encoder} on {device}')
             if modality == 'text':  # the builders import the encoder libraries: only when needed
                 from datasets.text_features import build_text_features
@@ -130,7 +144,8 @@ def ensure_feature_tables(data_dir, num_items, *, use_text, use_image, language_
                                     batch_size=batch_size, out_path=path)
             else:
                 from datasets.image_features import build_image_features
-                build_image_features(data_dir, encoder, image_root=image_root or 'photos', num_items=num_items,
+                build_image_features(data_dir, encoder, image_root=image_root or 'photos',
+                                     dataset_code=dataset_code, num_items=num_items,
                                      device=device, batch_size=batch_size, missing_image=missing_image,
                                      out_path=path)
         else:

@@ -14,19 +14,18 @@ def dataset_dir(args):
 def load_features(args, num_items):
     """{'text': (N+1, d) or None, 'image': ...}: built when missing (datasets/features.py)."""
     data_dir = dataset_dir(args)
-    if args.dataset_code == DEMO_CODE:
-        return {
-            'text': load_feature_table(feature_cache_path(data_dir, 'text', args.language_encoder), num_items,
-                                       args.language_encoder) if args.use_language_encoder else None,
-            'image': load_feature_table(feature_cache_path(data_dir, 'image', args.img_encoder), num_items,
-                                        args.img_encoder) if args.use_img_encoder else None,
-        }
+    if args.dataset_code == DEMO_CODE:  # the demo ships its tables in its own folder
+        def demo_table(modality, encoder, used):
+            return load_feature_table(feature_cache_path(data_dir, modality, encoder), num_items, encoder) if used else None
+        return {'text': demo_table('text', args.language_encoder, args.use_language_encoder),
+                'image': demo_table('image', args.img_encoder, args.use_img_encoder)}
     from datasets.features import ensure_feature_tables  # builds caches with the encoders
     return ensure_feature_tables(
         data_dir, num_items, use_text=args.use_language_encoder, use_image=args.use_img_encoder,
         language_encoder=args.language_encoder, img_encoder=args.img_encoder,
         device=str(getattr(args, 'resolved_device', 'cpu')), missing_image=args.missing_image,
-        batch_size=args.feature_batch_size, image_root=args.image_root)
+        batch_size=args.feature_batch_size, image_root=args.image_root, feature_dir=args.feature_dir,
+        dataset_code=args.dataset_code)
 
 
 def load_data(args):
