@@ -79,7 +79,8 @@ class FMRLRec(nn.Module):
                                     for _ in range(num_blocks))
 
     def set_mrl_linear_mode(self, fused):
-        """One dense masked matmul per MRL linear (fused) or one matmul per chunk."""
+        """One dense masked matmul per MRL linear (True), one matmul per chunk (False), or the
+        per-device choice (None, the default: see MRLLinear.use_fused)."""
         for module in self.modules():
             if isinstance(module, MRLLinear):
                 module.fused = fused
@@ -110,9 +111,10 @@ class FMRLRec(nn.Module):
     def size_logits(self, hidden, item_table):
         """Logits of every size, [(q, N + 1)] * M, by a running sum over chunks."""
         logits, total = [], None
+        # split, not slices: the gradient of a slice would materialise a full-size zero tensor.
         for h_chunk, e_chunk in zip(hidden.split(self.widths, dim=-1), item_table.split(self.widths, dim=-1)):
-            part = h_chunk @ e_chunk.t()
-            total = part if total is None else total + part
+            # addmm adds the previous size's logits inside the matmul: no extra pass over (q, N + 1).
+            total = h_chunk @ e_chunk.t() if total is None else torch.addmm(total, h_chunk, e_chunk.t())
             logits.append(total)
         return logits
 
@@ -135,7 +137,13 @@ class FMRLRec(nn.Module):
 
     @torch.no_grad()
     def last_position_scores(self, tokens, item_table=None, packed=None):
-        """Scores (M, B, N + 1) of the last position for every size (padding item not masked)."""
+        """fp32 scores (M, B, N + 1) of the last position for every size (padding item not masked).
+
+        Under autocast only the hidden states run in low precision: the score matmul is cheap for
+        one position per user, and bf16 scores would tie many items (which ranking must not see).
+        """
         table = self.item_table() if item_table is None else item_table
         packed = pack_last_position(tokens) if packed is None else packed
-        return torch.stack(self.size_logits(self.hidden_states(packed, table), table))
+        hidden = self.hidden_states(packed, table)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return torch.stack(self.size_logits(hidden.float(), table.float()))

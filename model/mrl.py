@@ -25,7 +25,8 @@ class MRLLinear(nn.Module):
     """D -> D linear whose output chunk k reads input dims [0, s_k): one (c_k x s_k) weight per chunk.
 
     Only the block-lower-triangular part is stored, so parameter counts are those of the nested
-    model. `forward` uses one dense masked matmul (`fused=True`) or one matmul per chunk.
+    model. `forward` uses one dense masked matmul (`fused=True`) or one matmul per chunk
+    (`fused=False`); `fused=None` (the default) picks per device, see `use_fused`.
     With `complex_weights=True` the map is complex, W = W_re + i W_im, stored as two real tensors.
     """
 
@@ -35,7 +36,7 @@ class MRLLinear(nn.Module):
         self.widths = chunk_widths(self.sizes)
         self.width = self.sizes[-1]
         self.complex_weights = complex_weights
-        self.fused = True
+        self.fused = None
         self.weight = nn.ParameterList(nn.Parameter(torch.empty(c, s)) for c, s in zip(self.widths, self.sizes))
         self.bias = nn.ParameterList(nn.Parameter(torch.empty(c)) for c in self.widths) if bias else None
         if complex_weights:
@@ -66,26 +67,43 @@ class MRLLinear(nn.Module):
         chunks = self.bias_imag if imag else self.bias
         return None if chunks is None else torch.cat(list(chunks))
 
+    def use_fused(self, x):
+        """Dense masked matmul on accelerators (one kernel instead of M), per-chunk matmuls on the
+        CPU: there the dense weight must be assembled every step and the masked product does 1.5x
+        the multiply-adds, while the packed fast path feeds only a few hundred rows (measured in
+        benchmarks/README.md)."""
+        return x.device.type != 'cpu' if self.fused is None else self.fused
+
     def forward(self, x):
         """Real layer on a real input (use `complex_in`/`real_out` for the complex LRU maps)."""
         if self.complex_weights:
             raise RuntimeError('complex MRLLinear: call complex_in() or real_out()')
-        if self.fused:
+        if self.use_fused(x):
             return F.linear(x, self.dense_weight(), self.dense_bias())
-        outs = [F.linear(x[..., :s], w, None if self.bias is None else self.bias[k])
-                for k, (s, w) in enumerate(zip(self.sizes, self.weight))]
-        return torch.cat(outs, dim=-1)
+        return torch.cat(self._chunk_outputs(x, self.weight, self.bias), dim=-1)
+
+    def _chunk_outputs(self, x, weights, biases):
+        return [F.linear(x[..., :s], w, None if biases is None else biases[k])
+                for k, (s, w) in enumerate(zip(self.sizes, weights))]
 
     def complex_in(self, x):
-        """W x + b for a REAL input x, as one real matmul: returns (re, im) concatenated, (..., 2D)."""
-        weight = torch.cat([self.dense_weight(), self.dense_weight(imag=True)], dim=0)
-        bias = None if self.bias is None else torch.cat([self.dense_bias(), self.dense_bias(imag=True)])
-        return F.linear(x, weight, bias)
+        """W x + b for a REAL input x, as real matmuls: returns (re, im) concatenated, (..., 2D)."""
+        if self.use_fused(x):
+            weight = torch.cat([self.dense_weight(), self.dense_weight(imag=True)], dim=0)
+            bias = None if self.bias is None else torch.cat([self.dense_bias(), self.dense_bias(imag=True)])
+            return F.linear(x, weight, bias)
+        return torch.cat(self._chunk_outputs(x, self.weight, self.bias)
+                         + self._chunk_outputs(x, self.weight_imag, self.bias_imag), dim=-1)
 
     def real_out(self, h_re, h_im):
-        """Re(W h + b) for a complex h = h_re + i h_im, as one real matmul [h_re, h_im] @ [W_re, -W_im]^T."""
-        weight = torch.cat([self.dense_weight(), -self.dense_weight(imag=True)], dim=1)
-        return F.linear(torch.cat([h_re, h_im], dim=-1), weight, self.dense_bias())
+        """Re(W h + b) for a complex h = h_re + i h_im: [h_re, h_im] @ [W_re, -W_im]^T."""
+        if self.use_fused(h_re):
+            weight = torch.cat([self.dense_weight(), -self.dense_weight(imag=True)], dim=1)
+            return F.linear(torch.cat([h_re, h_im], dim=-1), weight, self.dense_bias())
+        real = self._chunk_outputs(h_re, self.weight, self.bias)
+        return torch.cat([torch.addmm(r, h_im[..., :s], w_im.t(), alpha=-1) if h_im.dim() == 2
+                          else r - h_im[..., :s] @ w_im.t()
+                          for r, s, w_im in zip(real, self.sizes, self.weight_imag)], dim=-1)
 
 
 class MRLLayerNorm(nn.Module):

@@ -55,9 +55,9 @@ def reference_block(block, x, mask):
     return h + ffn.dropout(chunked_linear(ffn.w_2, gated))
 
 
-def reference_hidden(model, tokens):
+def reference_hidden(model, tokens, table=None):
     """(B, L, D) outputs at every position of left-padded tokens (B, L)."""
-    table = model.item_table()
+    table = model.item_table() if table is None else table
     x = model.embed_dropout(table[tokens])
     mask = tokens > 0
     length = tokens.shape[1]
@@ -70,9 +70,10 @@ def reference_hidden(model, tokens):
 
 
 def reference_scores(model, tokens):
-    """(M, B, L, N + 1): each size's logits at every position, one matmul per size."""
+    """(M, B, L, N + 1): each size's logits at every position, one matmul per size. The item table
+    is projected once per call, as the released model does (it embeds and scores with one table)."""
     table = model.item_table()
-    hidden = reference_hidden(model, tokens)
+    hidden = reference_hidden(model, tokens, table)
     return torch.stack([hidden[..., :s] @ table[:, :s].t() for s in model.sizes])
 
 
@@ -82,3 +83,15 @@ def reference_loss(model, tokens, labels, reduction='sum'):
     per_size = torch.stack([F.cross_entropy(s.reshape(-1, s.shape[-1]), labels.reshape(-1), ignore_index=0)
                             for s in scores])
     return (per_size.sum() if reduction == 'sum' else per_size.mean()), per_size.detach()
+
+
+@torch.no_grad()
+def reference_ranks(model, tokens, targets):
+    """(M, B) 1-based rank of each target, the released way: all sizes' scores at every position
+    (the item table projected again for this batch), the last position kept, padding item set to
+    -inf, and a full descending sort of all items."""
+    scores = reference_scores(model, tokens)[:, :, -1].clone()  # (M, B, N + 1)
+    scores[..., 0] = float('-inf')
+    order = torch.argsort(scores, dim=-1, descending=True, stable=True)
+    position = (order == targets.view(1, -1, 1)).int().argmax(dim=-1)
+    return position + 1

@@ -1,11 +1,23 @@
 """Evaluation of every nested size at once: the item table is projected once per pass, only the
-last position is computed, and targets are ranked by counting (no sort)."""
+last position is computed, and targets are ranked by counting (no sort).
+
+With `amp='bf16'` the table and the hidden states are computed in bf16 but the scores in fp32
+(FMRLRec.last_position_scores): bf16 scores would tie many items with the target, and ties count in
+the target's favour.
+"""
 import torch
 from tqdm import tqdm
 
 from model.packing import pack_last_position
 from trainer.metrics import metric_sums, ordered_metric_names, target_ranks
 from utils.runtime import autocast
+
+
+def _to_device(tensor, device):
+    """Host batch -> device without a synchronous copy: pinned, then non-blocking, on CUDA."""
+    if device.type == 'cuda':
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -18,21 +30,26 @@ def evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size=64, 
     ranks = torch.empty(num_sizes, len(inputs), dtype=torch.long, device=device)
     with autocast(device, amp):
         table = model.item_table()
+    if torch.is_tensor(table):
+        table = table.float()  # once per pass; the scores are fp32 (a no-op without amp)
     for start in tqdm(range(0, len(inputs), batch_size), desc=description, disable=not progress, leave=False):
-        end = start + batch_size
-        packed = pack_last_position(inputs[start:end]).to(device, non_blocking=True)
-        batch_targets = targets[start:end].to(device, non_blocking=True)
+        end = min(start + batch_size, len(inputs))
+        packed = pack_last_position(inputs[start:end])
+        if device.type == 'cuda':
+            packed = packed.pin_memory()
+        packed = packed.to(device, non_blocking=True)
+        batch_targets = _to_device(targets[start:end], device)
         with autocast(device, amp):
             scores = model.last_position_scores(None, table, packed).float()  # (M, B, N + 1)
         target_index = batch_targets.view(1, -1, 1).expand(num_sizes, -1, 1)
         if mask_history:
-            history = histories[start:end].to(device, non_blocking=True)
+            history = _to_device(histories[start:end], device)
             keep = scores.gather(2, target_index)
             scores.scatter_(2, history.unsqueeze(0).expand(num_sizes, -1, -1), float('-inf'))
             scores.scatter_(2, target_index, keep)  # a repeated target stays rankable
         scores[..., 0] = float('-inf')  # the padding item is never recommended
-        for index in range(num_sizes):
-            ranks[index, start:end] = target_ranks(scores[index], batch_targets)
+        ranks[:, start:end] = target_ranks(scores.reshape(num_sizes * (end - start), -1),
+                                           batch_targets.repeat(num_sizes)).view(num_sizes, -1)
     model.train(was_training)
     return ranks
 

@@ -1,0 +1,137 @@
+"""The fast path (packed positions, running-sum logits, masked or per-chunk MRL matmuls, evaluation
+by counting) against the plain reference computation of model/reference.py."""
+import pytest
+import torch
+
+from model import FMRLRec, pack_batch
+from model.reference import reference_loss, reference_ranks, reference_scores
+from trainer.evaluate import evaluate_ranks
+
+NUM_ITEMS = 40
+LENGTH = 10  # not a power of two: the reference pads to 16, the fast path picks its own window
+# Training-sequence lengths: 1 (a lone target whose input is padding), short ones, and longer than
+# LENGTH (every position real). Row order is mixed on purpose.
+LENGTHS = [4, 1, LENGTH + 3, 2, 7, LENGTH]
+SIZE_LISTS = [[4, 8, 16], [3, 5, 16], [16]]
+
+
+def training_batch(lengths=LENGTHS, length=LENGTH, seed=0):
+    """(tokens, labels) as datasets.p5 builds them: labels = s[-L:], tokens = s[:-1][-L:]."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(len(lengths), length, dtype=torch.long)
+    labels = torch.zeros(len(lengths), length, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        seq = torch.randint(1, NUM_ITEMS + 1, (n,), generator=generator)
+        lab, tok = seq[-length:], seq[:-1][-length:]
+        labels[row, length - len(lab):] = lab
+        if len(tok):
+            tokens[row, length - len(tok):] = tok
+    return tokens, labels
+
+
+def make_model(sizes, num_blocks, fused, features=True, seed=0):
+    """Dropout off (the two paths draw masks differently); every parameter randomised, imaginary
+    parts and LayerNorm affines included, so that no path is exercised by zeros or ones only."""
+    torch.manual_seed(seed)
+    text = image = None
+    if features:
+        text, image = torch.randn(NUM_ITEMS + 1, 12), torch.randn(NUM_ITEMS + 1, 6)
+        text[0] = image[0] = 0
+    model = FMRLRec(NUM_ITEMS, sizes, text, image, num_blocks=num_blocks, dropout=0.0, attn_dropout=0.0,
+                    r_min=0.3, r_max=0.9)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if 'imag' in name or 'norms' in name:
+                parameter.normal_(0, 0.3).add_(1.0 if name.endswith('norms.0.weight') else 0.0)
+    model.set_mrl_linear_mode(fused)
+    return model
+
+
+def gradients(model, loss):
+    """Every parameter's gradient; zeros where none flowed (the imaginary bias of an output map
+    cannot reach Re(W h + b), so only the reference, which adds it and drops it, gives it one)."""
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {name: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+            for name, p in model.named_parameters()}
+
+
+def assert_close_grads(fast, reference, rtol, atol):
+    assert any(g.abs().sum() > 0 for name, g in reference.items() if 'weight_imag' in name)
+    for name in reference:
+        assert torch.allclose(fast[name], reference[name], rtol=rtol, atol=atol), \
+            f'{name}: max diff {(fast[name] - reference[name]).abs().max():.3g}'
+
+
+@pytest.mark.parametrize('fused', [True, False, None], ids=['fused', 'chunked', 'auto'])
+@pytest.mark.parametrize('num_blocks', [1, 2])
+@pytest.mark.parametrize('sizes', SIZE_LISTS, ids=str)
+def test_loss_per_size_losses_and_every_gradient_equal_the_reference(sizes, num_blocks, fused):
+    model = make_model(sizes, num_blocks, fused)
+    tokens, labels = training_batch()
+    ref_loss, ref_per_size = reference_loss(model, tokens, labels)
+    ref_grads = gradients(model, ref_loss)
+    loss, per_size = model.training_loss(tokens, labels)
+    grads = gradients(model, loss)
+    assert per_size.shape == (len(sizes),)
+    assert torch.allclose(per_size, ref_per_size, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=1e-5)
+    assert_close_grads(grads, ref_grads, rtol=1e-4, atol=1e-5)
+
+
+def test_mean_over_sizes_and_the_id_only_model_equal_the_reference():
+    model = make_model([4, 8, 16], 2, None, features=False)
+    tokens, labels = training_batch(seed=3)
+    ref_loss, _ = reference_loss(model, tokens, labels, reduction='mean')
+    ref_grads = gradients(model, ref_loss)
+    loss, _ = model.training_loss(tokens, labels, reduction='mean')
+    assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    assert_close_grads(gradients(model, loss), ref_grads, rtol=1e-4, atol=1e-6)
+
+
+def test_packing_skips_padding_but_keeps_the_padded_input_of_a_first_target():
+    tokens, labels = training_batch()
+    query = labels > 0
+    packed = pack_batch(tokens, query)
+    assert len(packed.query) == int(query.sum())  # one output per label
+    assert len(packed.rows) == int((tokens > 0).sum()) + (query & (tokens == 0)).sum()
+    assert packed.window == 16 and packed.batch_size == len(LENGTHS)
+    short_tokens, short_labels = training_batch([3, 2, 1])
+    assert pack_batch(short_tokens, short_labels > 0).window == 4  # the scan runs on 4 columns, not 16
+
+
+@pytest.mark.parametrize('fused', [True, False], ids=['fused', 'chunked'])
+@pytest.mark.parametrize('num_blocks', [1, 2])
+@pytest.mark.parametrize('sizes', SIZE_LISTS, ids=str)
+def test_evaluation_scores_and_ranks_equal_the_reference(sizes, num_blocks, fused):
+    model = make_model(sizes, num_blocks, fused).eval()
+    tokens, _ = training_batch(seed=5)
+    targets = torch.randint(1, NUM_ITEMS + 1, (len(tokens),), generator=torch.Generator().manual_seed(1))
+    expected = reference_scores(model, tokens)[:, :, -1]
+    assert torch.allclose(model.last_position_scores(tokens), expected, rtol=1e-5, atol=1e-5)
+    histories = torch.zeros(len(tokens), 1, dtype=torch.long)
+    ranks = evaluate_ranks(model, tokens, targets, histories, len(sizes), batch_size=4, progress=False)
+    assert torch.equal(ranks, reference_ranks(model, tokens, targets))
+
+
+@pytest.mark.parametrize('num_blocks', [1, 2])
+def test_bf16_autocast_stays_close_to_the_fp32_reference(num_blocks):
+    sizes = [4, 8, 16]
+    model = make_model(sizes, num_blocks, None)
+    tokens, labels = training_batch(seed=2)
+    ref_loss, ref_per_size = reference_loss(model, tokens, labels)
+    ref_grads = gradients(model, ref_loss)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss, per_size = model.training_loss(tokens, labels)
+    assert loss.dtype == torch.float32
+    assert torch.allclose(per_size, ref_per_size, rtol=3e-2, atol=3e-2)
+    grads = gradients(model, loss)
+    flat = torch.cat([grads[n].flatten().float() for n in ref_grads])
+    ref_flat = torch.cat([ref_grads[n].flatten() for n in ref_grads])
+    assert torch.nn.functional.cosine_similarity(flat, ref_flat, dim=0) > 0.99
+    # evaluation scores stay fp32 under autocast: the hidden states are bf16, the products are not
+    model.eval()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        scores = model.last_position_scores(tokens)
+    assert scores.dtype == torch.float32
+    assert torch.allclose(scores, reference_scores(model, tokens)[:, :, -1], rtol=5e-2, atol=5e-2)
