@@ -97,7 +97,10 @@ def test_json_output_from_a_file_of_users(deployed, tmp_path, capsys):
 
 def test_text_output_and_the_run_folder_agree_with_the_file(deployed, capsys):
     _, path, run = deployed
-    from_file = recommend_script.main(['--model', str(path), '--history', 'DEMO000005,9', '--k', '3'])
+    threads = torch.get_num_threads()
+    from_file = recommend_script.main(['--model', str(path), '--history', 'DEMO000005,9', '--k', '3',
+                                       '--threads', str(threads + 1)])
+    assert torch.get_num_threads() == threads  # main() leaves the process's torch settings alone
     text = capsys.readouterr().out
     assert 'history (2 history items)' in text and '1. DEMO' in text and 'Demo item' in text
     from_run = recommend_script.main(['--export_root', str(run), '--size', str(SIZE), '--history', 'DEMO000005,9',
