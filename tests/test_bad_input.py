@@ -48,6 +48,17 @@ def finished_run(demo_root, tmp_path_factory):
     return run
 
 
+def test_resuming_a_finished_run_trains_no_more(finished_run, tmp_path, capsys):
+    run = tmp_path / 'run'
+    shutil.copytree(finished_run, run)
+    before = (run / 'test_mrl_metrics.json').read_text()
+    train_script.main(['--resume', str(run)])
+    assert f'resumed {run} after epoch 1 (step 10)' in capsys.readouterr().out
+    assert len((run / 'logs' / 'logs.csv').read_text().splitlines()) == 2
+    assert torch.load(run / 'models' / RECENT_CHECKPOINT, weights_only=False)['global_step'] == 10
+    assert json.loads((run / 'test_mrl_metrics.json').read_text()) == json.loads(before)
+
+
 def copy_demo(demo_root, tmp_path):
     shutil.copytree(demo_root / 'demo', tmp_path / 'data' / 'demo')
     return tmp_path / 'data'

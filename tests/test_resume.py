@@ -37,7 +37,7 @@ def load(path):
 
 def log_rows(run):
     with open(run / 'logs' / 'logs.csv', newline='') as handle:
-        return [{k: v for k, v in row.items() if k != 'seconds'} for row in csv.DictReader(handle)]
+        return [{k: v for k, v in row.items() if 'seconds' not in k} for row in csv.DictReader(handle)]  # timings vary
 
 
 @pytest.fixture(scope='module')
@@ -75,7 +75,7 @@ def test_a_mid_save_kill_leaves_the_previous_checkpoint_intact(runs):
     _, interrupted, seen = runs
     assert len(seen['temporaries']) == 1 and seen['temporaries'][0].startswith('.')
     assert seen['after_mid_save_kill'] in (1, 2)  # the file loads: the old one, not a torn one
-    assert 'left by an interrupted write' in seen['final_stdout']
+    assert 'left by an interrupted write' in seen['final_stdout']  # and the next run said so
     assert not list((interrupted / 'models').glob('.*.tmp'))
 
 
@@ -92,16 +92,6 @@ def test_the_resumed_run_ends_exactly_like_the_uninterrupted_one(runs):
     for index, state in recent_ref['optimizer_state_dict']['state'].items():
         assert torch.equal(recent['optimizer_state_dict']['state'][index]['exp_avg_sq'], state['exp_avg_sq'])
     assert torch.equal(recent['rng_states']['torch'], recent_ref['rng_states']['torch'])
-
-
-def test_resuming_a_finished_run_trains_no_more(runs):
-    _, interrupted, _ = runs
-    before = (interrupted / 'test_mrl_metrics.json').read_text()
-    again = train(['--resume', interrupted])
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert f'after epoch {EPOCHS} (step {EPOCHS * STEPS_PER_EPOCH})' in again.stdout
-    assert len(log_rows(interrupted)) == EPOCHS
-    assert (interrupted / 'test_mrl_metrics.json').read_text() == before
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
