@@ -4,6 +4,7 @@
     python train.py --dataset_code beauty --data_root data --lru_dropout 0.6 --lru_attn_dropout 0.6
     python train.py --resume RUN                        # continue RUN with its own options
     python train.py --resume auto --export_root RUN ... # continue RUN if it exists, else start it
+    torchrun --nproc_per_node=4 train.py ...            # DistributedDataParallel, one process per GPU
 """
 import sys
 from pathlib import Path
@@ -14,11 +15,13 @@ import yaml
 from config import ConfigError, build_parser, finalize, parse_args
 from datasets.features import FeatureTableError
 from datasets.p5 import DataError
+from trainer.distributed import init_distributed, sharded_evaluate, shutdown, wrap_model
 from trainer.setup import build_model, load_data, modality_name
-from trainer.testing import CheckpointError, print_table, test_best
-from trainer.trainer import RECENT_CHECKPOINT, RESUME_KEYS, NonFiniteLossError, Trainer
-from utils.io import remove_stale_temporaries, write_yaml
-from utils.runtime import resolve_device, set_seed
+from trainer.testing import CheckpointError, load_checkpoint, load_model_weights, print_table, test_best
+from trainer.trainer import (BEST_CHECKPOINT, RECENT_CHECKPOINT, RESUME_KEYS, NonFiniteLossError, Trainer,
+                             rank_seed)
+from utils.io import remove_stale_temporaries, write_json, write_yaml
+from utils.runtime import set_seed
 
 # Options that may differ between a run and its resumption without changing what is computed.
 RESUMABLE_DIFFERENCES = {'resume', 'device', 'num_workers', 'use_wandb', 'use_tensorboard', 'data_root',
@@ -84,8 +87,9 @@ def resume_arguments(argv):
     return finalize(args)
 
 
-def prepare_run_folder(args):
-    """Write args.yaml, refusing a folder that holds a different run's configuration."""
+def prepare_run_folder(args, write=True):
+    """Write args.yaml, refusing a folder that holds a different run's configuration. Under torchrun
+    every rank checks (so that all stop together) and rank 0 alone writes."""
     root = Path(args.export_root)
     current = config_dict(args)
     previous = read_saved_config(root)
@@ -98,6 +102,8 @@ def prepare_run_folder(args):
         if not args.resume and (root / 'models' / RECENT_CHECKPOINT).exists():
             raise SystemExit(f'{root} already holds a trained run. Continue it with --resume {root}, '
                              f'or choose another --export_root.')
+    if not write:
+        return
     root.mkdir(parents=True, exist_ok=True)
     for folder in (root, root / 'models', root / 'logs'):
         for name in remove_stale_temporaries(folder):
@@ -144,37 +150,68 @@ def non_finite_report(error, trainer, root):
             f'--lr, a longer --warmup_steps or a smaller --max_grad_norm, and check the feature tables.')
 
 
-def run(argv):
+def test_best_sharded(args, model, test_examples, device, group):
+    """test_best with every rank evaluating its share of the users; rank 0 writes the files."""
+    root = Path(args.export_root)
+    path = root / 'models' / BEST_CHECKPOINT
+    load_model_weights(model, load_checkpoint(path, device), path)
+    metrics = sharded_evaluate(model, test_examples, list(args.mrl_hidden_sizes), args.metric_ks,
+                               args.test_batch_size, device, group, args.mask_history, args.amp, 'test')
+    by_size = {str(size): values for size, values in metrics.items()}
+    if group.is_main:
+        write_json(root / 'test_mrl_metrics.json', by_size)
+        write_json(root / 'test_metrics.json', by_size[str(args.mrl_hidden_sizes[-1])])
+    return by_size
+
+
+def run(argv, group, device):
     args = resume_arguments(argv)
-    device = resolve_device(args.device)
+    say = print if group.is_main else (lambda *_, **__: None)
     args.resolved_device = str(device)
     set_seed(args.seed)
     data, splits, features = load_data(args)
-    print(f'{args.dataset_code}: {data.num_users} users, {data.num_items} items, '
-          f'{data.num_interactions} interactions; features: {modality_name(args)}; device {device}')
+    say(f'{args.dataset_code}: {data.num_users} users, {data.num_items} items, '
+        f'{data.num_interactions} interactions; features: {modality_name(args)}; device {device}'
+        + (f' x {group.world_size} processes' if group.enabled else ''))
     model = build_model(args, data.num_items, features).to(device)
-    prepare_run_folder(args)
-    trainer = Trainer(args, model, splits, args.export_root, device, config_dict(args))
-    if args.compile:
-        trainer.train_module = torch.compile(model)
+    if group.rank > 0:
+        set_seed(rank_seed(args.seed, group.rank))  # same initial weights, own dropout stream
+    prepare_run_folder(args, write=group.is_main)
+    group.barrier()
+    trainer = Trainer(args, model, splits, args.export_root, device, config_dict(args), group)
     recent = Path(args.export_root) / 'models' / RECENT_CHECKPOINT
     if args.resume and recent.exists():
         load_resume_state(trainer, recent, device, config_dict(args))
-        print(f'resumed {args.export_root} after epoch {trainer.epoch} (step {trainer.global_step})')
-    print(f'run folder: {args.export_root}')
+        say(f'resumed {args.export_root} after epoch {trainer.epoch} (step {trainer.global_step})')
+    trainer.train_module = wrap_model(model, group, device)
+    if args.compile:
+        trainer.train_module = torch.compile(trainer.train_module)
+    say(f'run folder: {args.export_root}')
     try:
         trainer.fit()
     except NonFiniteLossError as error:
         raise SystemExit(non_finite_report(error, trainer, args.export_root)) from None
-    by_size = test_best(args, model, splits['test'], args.export_root, device)
-    print_table(by_size, f'Test metrics of the best checkpoint (epoch {trainer.best_epoch}), every size:')
-    print(f'\nwrote {Path(args.export_root) / "test_mrl_metrics.json"}')
+    group.barrier()  # rank 0 has written the best checkpoint
+    if group.enabled:
+        by_size = test_best_sharded(args, model, splits['test'], device, group)
+    else:
+        by_size = test_best(args, model, splits['test'], args.export_root, device)
+    say_table = print_table if group.is_main else (lambda *_: None)
+    say_table(by_size, f'Test metrics of the best checkpoint (epoch {trainer.best_epoch}), every size:')
+    if device.type == 'cuda':
+        say(f'peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB')
+    say(f'\nwrote {Path(args.export_root) / "test_mrl_metrics.json"}')
     return by_size
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        return run(sys.argv[1:] if argv is None else argv)
+        group, device = init_distributed(parse_args(argv).device)
+        try:
+            return run(argv, group, device)
+        finally:
+            shutdown(group)
     except USER_ERRORS as error:
         raise SystemExit(f'error: {error}') from None
 

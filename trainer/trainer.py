@@ -15,11 +15,11 @@ import torch
 from tqdm import tqdm
 
 from model.packing import pack_batch
-from trainer.evaluate import evaluate
+from trainer.distributed import SINGLE_PROCESS, local_share, sharded_evaluate
 from trainer.loggers import MetricLoggers
 from trainer.optim import build_optimizer, cosine_with_warmup
 from utils.io import atomic_torch_save
-from utils.runtime import autocast, kill_self, planned_fault
+from utils.runtime import autocast, kill_self, planned_fault, set_seed
 
 BEST_CHECKPOINT = 'best_acc_model.pth'
 RECENT_CHECKPOINT = 'checkpoint-recent.pth'
@@ -47,6 +47,12 @@ def rng_states():
     return states
 
 
+def rank_seed(seed, rank, epoch=0):
+    """The seed of rank > 0's own random stream (dropout differs across ranks; rank 0 keeps the
+    stream of a 1-process run)."""
+    return seed + 7919 * rank + 104729 * epoch
+
+
 def restore_rng_states(states):
     random.setstate(states['python'])
     np.random.set_state(states['numpy'])
@@ -56,7 +62,8 @@ def restore_rng_states(states):
 
 
 class Trainer:
-    def __init__(self, args, model, splits, export_root, device, config_dict):
+    def __init__(self, args, model, splits, export_root, device, config_dict, group=SINGLE_PROCESS):
+        """group: this process's place under torchrun (trainer/distributed.py); the default is one process."""
         self.args = args
         self.model = model
         self.device = torch.device(device)
@@ -76,7 +83,9 @@ class Trainer:
         self.best_epoch = -1
         self.bad_epochs = 0
         self.train_module = model  # what the step calls (a compiled or DDP-wrapped model)
-        self.is_main = True
+        self.group = group
+        self.is_main = group.is_main
+        self.rng_states_by_rank = None  # gathered at each epoch end under torchrun
         self.kill_at_step = planned_fault('kill_at_step')  # test-only fault injection
         self.kill_in_save = planned_fault('kill_in_save')
         self.saves = 0
@@ -96,11 +105,12 @@ class Trainer:
         return packed.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
 
     # ---- one step ------------------------------------------------------------------------
-    def train_step(self, packed, targets):
+    def train_step(self, packed, targets, loss_scale=1.0):
+        """One optimizer step; returns the unscaled loss. loss_scale: this rank's weight under DDP."""
         with autocast(self.device, self.args.amp):
             loss, per_size = self.train_module(packed, targets, self.args.mrl_loss)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if loss_scale == 1.0 else loss * loss_scale).backward()
         if self.args.max_grad_norm and self.args.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
         self.optimizer.step()
@@ -120,12 +130,15 @@ class Trainer:
         bar = tqdm(range(self.steps_per_epoch), desc=f'epoch {epoch + 1}', leave=False,
                    disable=not self.is_main)
         for step in bar:
-            loss, _ = self.train_step(*self.batch(order[step * size:(step + 1) * size]))
-            step_losses[step] = loss
+            indices, loss_scale, share = local_share(order[step * size:(step + 1) * size], self.labels, self.group)
+            loss, _ = self.train_step(*self.batch(indices), loss_scale)
+            step_losses[step] = loss if share == 1.0 else loss * share  # summed over ranks: the global loss
             if self.kill_at_step == self.global_step:
                 kill_self()
             if (step + 1) % FINITE_CHECK_EVERY == 0 or step + 1 == self.steps_per_epoch:
-                self.check_finite(step_losses[checked:step + 1], epoch, checked)
+                window = self.group.sum_(step_losses[checked:step + 1].clone())
+                step_losses[checked:step + 1] = window
+                self.check_finite(window, epoch, checked)  # the same window on every rank: all stop together
                 checked = step + 1
                 bar.set_postfix(loss=f'{step_losses[:checked].mean().item():.4f}',
                                 lr=f'{self.scheduler.get_last_lr()[0]:.2e}')
@@ -143,9 +156,9 @@ class Trainer:
 
     # ---- validation and checkpoints ------------------------------------------------------
     def validate(self):
-        return evaluate(self.model, self.val_examples, self.sizes, self.args.metric_ks,
-                        self.args.val_batch_size, self.device, self.args.mask_history, self.args.amp,
-                        progress=self.is_main, description='validate')
+        return sharded_evaluate(self.model, self.val_examples, self.sizes, self.args.metric_ks,
+                                self.args.val_batch_size, self.device, self.group, self.args.mask_history,
+                                self.args.amp, description='validate')
 
     def state(self):
         return {
@@ -154,7 +167,8 @@ class Trainer:
             'scheduler_state_dict': self.scheduler.state_dict(),
             'epoch': self.epoch, 'global_step': self.global_step,
             'best_value': self.best_value, 'best_epoch': self.best_epoch, 'bad_epochs': self.bad_epochs,
-            'rng_states': rng_states(), 'config': self.config_dict,
+            'rng_states': rng_states(), 'rng_states_by_rank': self.rng_states_by_rank,
+            'world_size': self.group.world_size, 'config': self.config_dict,
         }
 
     def save(self, name):
@@ -176,7 +190,22 @@ class Trainer:
         self.epoch, self.global_step = checkpoint['epoch'], checkpoint['global_step']
         self.best_value, self.best_epoch = checkpoint['best_value'], checkpoint['best_epoch']
         self.bad_epochs = checkpoint['bad_epochs']
+        self.restore_rank_rng_states(checkpoint)
+
+    def restore_rank_rng_states(self, checkpoint):
+        """This rank's RNG states. A run resumed with another number of processes continues with
+        fresh per-rank dropout streams (training goes on correctly, not bit for bit)."""
+        by_rank = checkpoint.get('rng_states_by_rank')
+        if by_rank is not None and len(by_rank) == self.group.world_size:
+            restore_rng_states(by_rank[self.group.rank])
+            return
         restore_rng_states(checkpoint['rng_states'])
+        if self.group.world_size != checkpoint.get('world_size', 1):
+            if self.is_main:
+                print(f'resuming with {self.group.world_size} processes a run saved with '
+                      f'{checkpoint.get("world_size", 1)}: same data and batches, new dropout streams')
+            if self.group.rank > 0:
+                set_seed(rank_seed(self.args.seed, self.group.rank, self.epoch))
 
     # ---- the loop ------------------------------------------------------------------------
     def should_stop(self):
@@ -194,19 +223,24 @@ class Trainer:
             while self.epoch < self.args.num_epochs and not self.should_stop():
                 started = time.time()
                 train_loss = self.train_epoch(self.epoch)
+                train_seconds = time.time() - started  # train_epoch ends on a host sync: device work included
                 metrics = self.validate()
-                value = metrics[largest][self.args.best_metric]
+                # Rank 0's value decides for everyone, so all ranks stop (or not) together.
+                value = self.group.broadcast_value(metrics[largest][self.args.best_metric], self.device)
                 self.epoch += 1
                 improved = value > self.best_value
                 if improved:
                     self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch, 0
                 else:
                     self.bad_epochs += 1
+                if self.group.enabled:  # a collective: every rank takes part, rank 0 saves
+                    self.rng_states_by_rank = self.group.gather_objects(rng_states())
                 if self.is_main:
                     if improved:
                         self.save(BEST_CHECKPOINT)
                     row = {'epoch': self.epoch, 'step': self.global_step, 'train_loss': round(train_loss, 6),
-                           'seconds': round(time.time() - started, 2)}
+                           'seconds': round(time.time() - started, 2),
+                           'train_seconds_per_step': round(train_seconds / self.steps_per_epoch, 5)}
                     row.update({f'val_{name}': round(v, 6) for name, v in metrics[largest].items()})
                     row.update({f'val_{self.args.best_metric}@size{s}': round(metrics[s][self.args.best_metric], 6)
                                 for s in self.sizes})

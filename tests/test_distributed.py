@@ -1,0 +1,115 @@
+"""torchrun with DistributedDataParallel on CPU (gloo): 2 processes train like 1 with the same global
+batch, evaluation sharded over ranks equals the 1-process evaluation exactly, and a 2-process run
+killed mid-epoch resumes under torchrun."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import eval as eval_script
+from tests.conftest import ROOT
+from trainer.distributed import ProcessGroup, assemble_shards, local_share, shard_indices
+
+EPOCHS = 2
+USERS = 1200  # the demo
+# Dropout off: with it, each rank draws its own masks and 1 and 2 processes differ by randomness.
+OPTIONS = ['--dataset_code', 'demo', '--num_epochs', str(EPOCHS), '--mrl_hidden_sizes', '8,16',
+           '--train_batch_size', '128', '--val_batch_size', '256', '--test_batch_size', '256', '--lr', '1e-3',
+           '--lru_dropout', '0', '--lru_attn_dropout', '0', '--no-use_tensorboard', '--device', 'cpu']
+# 1 and 2 processes sum the same numbers in a different order (~1e-7 per step); a metric may then
+# move by the weight of a user or two whose target sits on a near-tie.
+METRIC_TOLERANCE = 2 / USERS
+LOSS_TOLERANCE = 1e-5  # relative, per epoch
+
+
+def launch(argv, processes, fault=None):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+    env.pop('FMRLREC_FAULT', None)
+    if fault:
+        env['FMRLREC_FAULT'] = fault
+    prefix = [sys.executable]
+    if processes > 1:
+        prefix += ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={processes}']
+    return subprocess.run(prefix + ['train.py', *map(str, argv)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def epochs(run):
+    with open(run / 'logs' / 'logs.csv', newline='') as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope='module')
+def runs(demo_root, tmp_path_factory):
+    base = tmp_path_factory.mktemp('ddp')
+    single, double = base / 'single', base / 'double'
+    options = OPTIONS + ['--data_root', demo_root]
+    done = launch(options + ['--export_root', single], processes=1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    killed = launch(options + ['--export_root', double], processes=2, fault='kill_at_step=15')
+    assert killed.returncode != 0 and not (double / 'test_mrl_metrics.json').exists(), killed.stderr[-3000:]
+    resumed = launch(['--resume', double], processes=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'resumed' in resumed.stdout and 'x 2 processes' in resumed.stdout
+    return single, double
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(runs):
+    single, double = runs
+    one, two = epochs(single), epochs(double)
+    assert [r['step'] for r in two] == [r['step'] for r in one] == ['10', '20']  # rank 0 logged, once
+    for a, b in zip(one, two):
+        assert abs(float(a['train_loss']) - float(b['train_loss'])) <= LOSS_TOLERANCE * float(a['train_loss'])
+    metrics_one = json.loads((single / 'test_mrl_metrics.json').read_text())
+    metrics_two = json.loads((double / 'test_mrl_metrics.json').read_text())
+    for size, values in metrics_one.items():
+        for name, value in values.items():
+            assert abs(metrics_two[size][name] - value) <= METRIC_TOLERANCE, (size, name)
+
+
+def test_sharded_test_evaluation_equals_one_process_exactly(runs):
+    _, double = runs
+    sharded = json.loads((double / 'test_mrl_metrics.json').read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers, so that the scores are computed alike
+    try:
+        assert eval_script.main(['--export_root', str(double), '--device', 'cpu', '--force']) == sharded
+    finally:
+        torch.set_num_threads(threads)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 300), st.integers(1, 40), st.integers(1, 5))
+def test_evaluation_shards_cover_every_user_once_in_whole_batches(users, batch_size, world_size):
+    shards = [shard_indices(users, batch_size, rank, world_size) for rank in range(world_size)]
+    assert sorted(torch.cat(shards).tolist()) == list(range(users))
+    for rank, shard in enumerate(shards):
+        for start in range(0, len(shard), batch_size):  # each rank's own batches are original batches
+            first = int(shard[start])
+            assert first % batch_size == 0 and (first // batch_size) % world_size == rank
+            assert shard[start:start + batch_size].tolist() == list(range(first, min(first + batch_size, users)))
+    ranks = torch.arange(users).repeat(2, 1) * 10
+    padded = [torch.cat([ranks[:, s], torch.full((2, 3), -1)], dim=1) for s in shards]
+    assert torch.equal(assemble_shards(padded, users, batch_size), ranks)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 4), st.integers(0, 2 ** 16))
+def test_a_global_batch_is_split_into_shares_that_add_up(batch, world_size, seed):
+    generator = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(50, 6, generator=generator) > 0.5).long()
+    labels[:, -1] = 1  # every example has a label, as in training
+    global_indices = torch.randperm(50, generator=generator)[:batch]
+    pieces = [local_share(global_indices, labels, ProcessGroup(rank, world_size)) for rank in range(world_size)]
+    real = [indices for indices, scale, _ in pieces if scale > 0]
+    assert sorted(torch.cat(real).tolist()) == sorted(global_indices.tolist())
+    assert sum(share for *_, share in pieces) == pytest.approx(1.0)
+    assert sum(scale for _, scale, _ in pieces) == pytest.approx(world_size)
+    for indices, scale, share in pieces:
+        assert len(indices) >= 1 and scale == pytest.approx(world_size * share)

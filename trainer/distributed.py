@@ -1,0 +1,169 @@
+"""Several processes, one model: `torchrun --nproc_per_node=N train.py ...` with PyTorch's
+DistributedDataParallel (NCCL on CUDA, gloo on CPU). Without torchrun everything here is a no-op.
+
+Semantics (docs/distributed.md):
+- `--train_batch_size` is the GLOBAL batch. Each global batch of the epoch's (seed, epoch) order is
+  cut into N nearly equal contiguous pieces, one per rank, so every user is seen once per epoch and
+  the steps, the schedule and the batches are those of a 1-process run.
+- Each rank's loss is weighted by N * (its labelled positions / the global batch's), so DDP's
+  gradient average equals the gradient of the 1-process loss (the mean over all labelled positions).
+- Evaluation gives each rank whole evaluation batches (batch i to rank i mod N) and gathers the
+  (M, U) ranks, so the metrics are computed from every user exactly once, bit for bit as in one process.
+"""
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from trainer.evaluate import evaluate_ranks, metrics_from_ranks
+from utils.runtime import resolve_device
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    """This process's place among the training processes (rank 0 of 1 without torchrun)."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def barrier(self):
+        if self.enabled:
+            dist.barrier()
+
+    def sum_(self, tensor):
+        """In-place sum over ranks of a tensor on this rank's device."""
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def broadcast_value(self, value, device):
+        """Rank 0's float, on every rank (decisions taken from it are then the same everywhere)."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.broadcast(tensor, src=0)
+        return tensor.item()
+
+    def gather_objects(self, obj):
+        """[obj of rank 0, obj of rank 1, ...] on every rank."""
+        if not self.enabled:
+            return [obj]
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+
+SINGLE_PROCESS = ProcessGroup()
+
+
+def launched_by_torchrun():
+    return int(os.environ.get('WORLD_SIZE', '1')) > 1
+
+
+def init_distributed(device_name):
+    """(ProcessGroup, device). Under torchrun each process takes GPU LOCAL_RANK (NCCL), or the CPU
+    (gloo) when CUDA is absent or --device cpu is asked for."""
+    device = resolve_device(device_name)
+    if not launched_by_torchrun():
+        return SINGLE_PROCESS, device
+    group = ProcessGroup(int(os.environ['RANK']), int(os.environ['WORLD_SIZE']), int(os.environ.get('LOCAL_RANK', 0)))
+    if device.type == 'cuda':
+        if group.local_rank >= torch.cuda.device_count():
+            raise SystemExit(f'rank {group.rank}: LOCAL_RANK {group.local_rank} but only '
+                             f'{torch.cuda.device_count()} GPUs; use --nproc_per_node <= the GPU count.')
+        device = torch.device('cuda', group.local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group('nccl', device_id=device)
+    else:
+        dist.init_process_group('gloo')
+    return group, device
+
+
+def shutdown(group):
+    if group.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model, group, device):
+    """DDP around `model` for training (evaluation and checkpoints use `model` itself).
+
+    static_graph: every step uses the same parameters, and the LRU output map's imaginary bias
+    never gets a gradient (Re(W h + b) ignores Im b); a static graph allows that without the
+    per-step search of find_unused_parameters. forward_sync_buffers=False: the only buffer is the
+    frozen feature table, identical on every rank (it is sent once, at construction); re-sending
+    it before every step would cost ~100 MB each time."""
+    if not group.enabled:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None,
+                                   forward_sync_buffers=False, static_graph=True)
+
+
+# ---- training batches ----------------------------------------------------------------------
+def local_share(global_indices, labels, group):
+    """(this rank's indices, loss scale, loss share) for one global batch.
+
+    share = this rank's labelled positions / the global batch's; scale = N * share undoes DDP's
+    division by N. A rank left without examples (a final batch smaller than N) computes one
+    example with weight 0, because every rank must take part in every gradient reduction."""
+    if not group.enabled:
+        return global_indices, 1.0, 1.0
+    piece = torch.tensor_split(global_indices, group.world_size)[group.rank]
+    if len(piece) == 0:
+        return global_indices[:1], 0.0, 0.0
+    total = int((labels[global_indices] > 0).sum())
+    share = int((labels[piece] > 0).sum()) / max(1, total)
+    return piece, group.world_size * share, share
+
+
+# ---- sharded evaluation --------------------------------------------------------------------
+def shard_indices(num_users, batch_size, rank, world_size):
+    """The users of evaluation batches rank, rank + N, rank + 2N, ... (whole batches, in order)."""
+    starts = range(rank * batch_size, num_users, world_size * batch_size)
+    pieces = [torch.arange(start, min(start + batch_size, num_users)) for start in starts]
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+
+
+def assemble_shards(shards, num_users, batch_size):
+    """(M, U) ranks in user order from each rank's (M, >= n_r) shard (padding beyond n_r ignored)."""
+    world_size = len(shards)
+    full = shards[0].new_empty(shards[0].shape[0], num_users)
+    for rank, shard in enumerate(shards):
+        indices = shard_indices(num_users, batch_size, rank, world_size).to(shard.device)
+        full[:, indices] = shard[:, :len(indices)]
+    return full
+
+
+def sharded_ranks(model, examples, num_sizes, batch_size, device, group, mask_history=False, amp='none',
+                  description='eval'):
+    """(M, U) ranks of every user, each rank computing whole batches, gathered on every rank."""
+    _, inputs, targets, histories = examples
+    if not group.enabled:
+        return evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, device, mask_history,
+                              amp, progress=True, description=description)
+    mine = shard_indices(len(inputs), batch_size, group.rank, group.world_size)
+    local = evaluate_ranks(model, inputs[mine], targets[mine], histories[mine], num_sizes, batch_size, device,
+                           mask_history, amp, progress=group.is_main, description=description)
+    longest = (len(inputs) + batch_size - 1) // batch_size
+    longest = ((longest + group.world_size - 1) // group.world_size) * batch_size
+    padded = local.new_zeros(num_sizes, longest)
+    padded[:, :local.shape[1]] = local
+    shards = [torch.empty_like(padded) for _ in range(group.world_size)]
+    dist.all_gather(shards, padded)
+    return assemble_shards(shards, len(inputs), batch_size)
+
+
+def sharded_evaluate(model, examples, sizes, ks, batch_size, device, group, mask_history=False, amp='none',
+                     description='eval'):
+    """{size: {metric: value}}, the same on every rank and equal to the 1-process evaluation."""
+    ranks = sharded_ranks(model, examples, len(sizes), batch_size, device, group, mask_history, amp, description)
+    return metrics_from_ranks(ranks, sizes, ks)
