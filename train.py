@@ -6,6 +6,7 @@
     python train.py --resume auto --export_root RUN ... # continue RUN if it exists, else start it
     torchrun --nproc_per_node=4 train.py ...            # DistributedDataParallel, one process per GPU
 """
+import os
 import sys
 from pathlib import Path
 
@@ -189,8 +190,8 @@ def run(argv, group, device):
     say(f'run folder: {args.export_root}')
     try:
         trainer.fit()
-    except NonFiniteLossError as error:
-        raise SystemExit(non_finite_report(error, trainer, args.export_root)) from None
+    except NonFiniteLossError as error:  # on every rank at the same step; rank 0 reports it
+        raise SystemExit(non_finite_report(error, trainer, args.export_root) if group.is_main else 1) from None
     group.barrier()  # rank 0 has written the best checkpoint
     if group.enabled:
         by_size = test_best_sharded(args, model, splits['test'], device, group)
@@ -212,8 +213,8 @@ def main(argv=None):
             return run(argv, group, device)
         finally:
             shutdown(group)
-    except USER_ERRORS as error:
-        raise SystemExit(f'error: {error}') from None
+    except USER_ERRORS as error:  # under torchrun every rank stops; rank 0 says why
+        raise SystemExit(f'error: {error}' if int(os.environ.get('RANK', '0')) == 0 else 1) from None
 
 
 if __name__ == '__main__':
