@@ -47,7 +47,7 @@ class Recommender:
         """An ASIN or a 1-based item id -> item id; HistoryError when it is neither."""
         if token in self.asin_to_id:
             return self.asin_to_id[token]
-        if token.isdigit() and 1 <= int(token) <= self.num_items:
+        if token.isascii() and token.isdigit() and 1 <= int(token) <= self.num_items:
             return int(token)
         raise HistoryError(f'unknown item {token!r}: not an ASIN of this model\'s catalogue and not an '
                            f'item id in 1..{self.num_items}')
