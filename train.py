@@ -26,7 +26,7 @@ from utils.runtime import set_seed
 
 # Options that may differ between a run and its resumption without changing what is computed.
 RESUMABLE_DIFFERENCES = {'resume', 'device', 'num_workers', 'use_wandb', 'use_tensorboard', 'data_root',
-                         'image_root', 'export_root', 'feature_batch_size', 'compile'}
+                         'feature_dir', 'image_root', 'export_root', 'feature_batch_size', 'compile'}
 # Errors that mean "fix your input": reported as one message, without a traceback.
 USER_ERRORS = (ConfigError, DataError, FeatureTableError, CheckpointError)
 

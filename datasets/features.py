@@ -4,6 +4,7 @@ A table for N items is cached as `<data_dir>/features/<modality>_<encoder slug>.
 row i-1 holding item id i, with a sidecar `<same name>.json` that records the encoder, the item
 count and the dimension. Loading prepends a zero padding row, so item id i is row i.
 """
+import io
 import json
 import os
 import re
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from utils.io import atomic_write_bytes, atomic_write_text
 
 MODALITIES = ('text', 'image')
 
@@ -37,20 +40,16 @@ def feature_cache_path(data_dir, modality, encoder, feature_dir=None):
 
 
 def save_feature_table(path, table, encoder):
-    """Write an (N, d) float32 table and its sidecar atomically (temporary file, then rename)."""
+    """Write an (N, d) float32 table and its sidecar atomically (temporary file, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = np.ascontiguousarray(table, dtype=np.float32)
     if table.ndim != 2:
         raise FeatureTableError(f'a feature table must be 2-D (items x dim), got shape {table.shape}')
-    tmp = path.with_name(path.name + '.tmp.npy')
-    np.save(tmp, table)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    np.save(buffer, table)
+    atomic_write_bytes(path, buffer.getvalue())
     meta = {'encoder': str(encoder), 'num_items': int(table.shape[0]), 'dim': int(table.shape[1])}
-    sidecar = path.with_suffix('.json')
-    tmp_meta = sidecar.with_name(sidecar.name + '.tmp')
-    tmp_meta.write_text(json.dumps(meta, indent=2))
-    tmp_meta.replace(sidecar)
+    atomic_write_text(path.with_suffix('.json'), json.dumps(meta, indent=2))
 
 
 def read_feature_meta(path):

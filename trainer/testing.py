@@ -22,8 +22,10 @@ def load_checkpoint(path, map_location='cpu'):
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # truncated or foreign file
+        other = 'checkpoint-recent.pth' if path.name != 'checkpoint-recent.pth' else 'best_acc_model.pth'
         raise CheckpointError(f'{path} is corrupt or not a checkpoint ({type(error).__name__}: {error}). '
-                              f'Use models/checkpoint-recent.pth or retrain.') from None
+                              f'Restore it from a copy, fall back to models/{other} if that is intact, '
+                              f'or retrain.') from None
 
 
 def load_model_weights(model, checkpoint, path='checkpoint'):
@@ -54,7 +56,14 @@ def read_run_config(export_root):
     path = Path(export_root) / 'args.yaml'
     if not path.exists():
         raise CheckpointError(f'{path} is missing: {export_root} is not a run folder made by train.py.')
-    return yaml.safe_load(path.read_text())
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise CheckpointError(f'{path} is not valid YAML ({str(error).splitlines()[0]}): it was not written '
+                              f'by train.py or has been edited. Restore it or start a new run.') from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f'{path} is not a run configuration written by train.py.')
+    return config
 
 
 def print_table(by_size, title):
