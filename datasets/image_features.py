@@ -173,16 +173,23 @@ def build_parser():
     parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1, mps ...')
     parser.add_argument('--batch_size', type=int, default=64)
     parser.add_argument('--out', default=None, help='write the .npy here instead of <data_dir>/features/')
+    parser.add_argument('--feature_dir', default=None,
+                        help="cache folder, as train.py's --feature_dir (file named after the encoder)")
     parser.add_argument('--no_progress', action='store_true', help='no progress bar')
     return parser
 
 
+def _cache_path(data_dir, encoder, feature_dir):
+    return feature_cache_path(data_dir, 'image', encoder, feature_dir) if feature_dir else None
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    out_path = args.out or _cache_path(args.data_dir, args.img_encoder, args.feature_dir)
     try:
         build_image_features(args.data_dir, args.img_encoder, image_root=args.image_root,
                              dataset_code=args.dataset_code, device=args.device, batch_size=args.batch_size,
-                             missing_image=args.missing_image, out_path=args.out, progress=not args.no_progress)
+                             missing_image=args.missing_image, out_path=out_path, progress=not args.no_progress)
     except MissingImagesError as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
