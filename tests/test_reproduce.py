@@ -58,5 +58,6 @@ def test_results_table_and_masked_protocol(fake_beauty_run, capsys):
     plain = json.loads((run / 'test_mrl_metrics.json').read_text())
     assert json.loads((run / 'test_mrl_metrics_masked.json').read_text()) == masked
     assert masked['32']['Recall@50'] >= plain['32']['Recall@50']  # masking seen items never hurts here
-    table = results_table.main(['--root', str(run.parent)])
+    table = results_table.main(['--root', str(run.parent), '--curves'])
     assert 'beauty_text' in table and '| text |' in table and '0.0859' in table
+    assert 'training curve' in table and '\n| 1 | ' in table  # one epoch in the curve

@@ -83,3 +83,24 @@ def comparison_markdown(summary):
                 lines.append(f"| {c} | {summary['metrics'][c]:.4f} | {paper[c]:.4f} | "
                              f"{relative_difference(summary['metrics'][c], paper[c])} |")
     return '\n'.join(lines)
+
+
+def training_curve_markdown(run, sizes_to_show=3):
+    """Per-epoch training loss and validation NDCG@10 (largest and a few smaller sizes) from logs.csv."""
+    log = Path(run) / 'logs' / 'logs.csv'
+    if not log.exists():
+        return ''
+    with open(log, newline='') as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return ''
+    size_columns = [c for c in rows[0] if c.startswith('val_NDCG@10@size')]
+    shown = size_columns[-sizes_to_show:]
+    header = '| epoch | train loss | val Recall@10 | val NDCG@10 | ' + ' | '.join(
+        f"NDCG@10 size {c.rsplit('size', 1)[1]}" for c in shown) + ' | seconds |'
+    lines = [header, '|' + '---:|' * (header.count('|') - 1)]
+    for row in rows:
+        lines.append(f"| {row['epoch']} | {float(row['train_loss']):.4f} | {float(row['val_Recall@10']):.4f} | "
+                     f"{float(row['val_NDCG@10']):.4f} | " + ' | '.join(f'{float(row[c]):.4f}' for c in shown)
+                     + f" | {float(row['seconds']):.0f} |")
+    return '\n'.join(lines)
