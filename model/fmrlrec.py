@@ -108,13 +108,19 @@ class FMRLRec(nn.Module):
             x = block(x, packed, packed.query if index == last else None)
         return x
 
-    def size_logits(self, hidden, item_table):
-        """Logits of every size, [(q, N + 1)] * M, by a running sum over chunks."""
+    def size_logits(self, hidden, item_table, out=None):
+        """Logits of every size, [(q, N + 1)] * M, by a running sum over chunks; with `out`, an
+        (M, q, N + 1) tensor, they are written into it (no stacking copy; no autograd)."""
         logits, total = [], None
         # split, not slices: the gradient of a slice would materialise a full-size zero tensor.
-        for h_chunk, e_chunk in zip(hidden.split(self.widths, dim=-1), item_table.split(self.widths, dim=-1)):
+        chunks = zip(hidden.split(self.widths, dim=-1), item_table.split(self.widths, dim=-1))
+        for index, (h_chunk, e_chunk) in enumerate(chunks):
             # addmm adds the previous size's logits inside the matmul: no extra pass over (q, N + 1).
-            total = h_chunk @ e_chunk.t() if total is None else torch.addmm(total, h_chunk, e_chunk.t())
+            if out is not None:
+                total = (torch.mm(h_chunk, e_chunk.t(), out=out[index]) if total is None
+                         else torch.addmm(total, h_chunk, e_chunk.t(), out=out[index]))
+            else:
+                total = h_chunk @ e_chunk.t() if total is None else torch.addmm(total, h_chunk, e_chunk.t())
             logits.append(total)
         return logits
 
@@ -145,5 +151,7 @@ class FMRLRec(nn.Module):
         table = self.item_table() if item_table is None else item_table
         packed = pack_last_position(tokens) if packed is None else packed
         hidden = self.hidden_states(packed, table)
+        scores = hidden.new_empty(len(self.sizes), hidden.shape[0], table.shape[0], dtype=torch.float32)
         with torch.autocast(hidden.device.type, enabled=False):
-            return torch.stack(self.size_logits(hidden.float(), table.float()))
+            self.size_logits(hidden.float(), table.float(), out=scores)
+        return scores

@@ -23,28 +23,34 @@ def ring_init(width, r_min, r_max, generator=None):
     return nu_log, theta_log, gamma_log
 
 
-def parallel_scan(u, lamb, carry_mask):
+def parallel_scan(u, lamb, carry_mask, overwrite=False):
     """All states of h_t = lamb * h_{t-1} [if carry_mask[t-1]] + u_t, by doubling.
 
     u: (B, L, D) complex with L a power of two; lamb: (D,) complex; carry_mask: (B, L) bool, True
     where a position passes its state on. Exact for left padding (a False prefix, then True): at
     each level the carry into a block comes from the last position of the block before it.
+    With `overwrite=True` and no gradient recorded (evaluation), u is updated in place: the same
+    arithmetic without a new (B, L, D) tensor per level.
     """
     batch, length, width = u.shape
     if length & (length - 1):
         raise ValueError(f'parallel_scan needs a power-of-two length, got {length}')
+    in_place = overwrite and not (torch.is_grad_enabled() and (u.requires_grad or lamb.requires_grad))
     powers = lamb.unsqueeze(0)  # lambda^1 .. lambda^(l/2) as rows
     h = u
     level = 1
     while 2 ** level <= length:
         block = 2 ** level
+        half = block // 2
         h = h.reshape(batch * length // block, block, width)
-        gate = carry_mask.reshape(batch * length // block, block)[:, block // 2 - 1:block // 2]
-        first, second = h[:, :block // 2], h[:, block // 2:]
+        gate = carry_mask.reshape(batch * length // block, block)[:, half - 1:half]
         if level > 1:
             powers = torch.cat((powers, powers * powers[-1]), 0)
-        second = second + powers * first[:, -1:] * gate.unsqueeze(-1)
-        h = torch.cat([first, second], dim=1)
+        carry = h[:, half - 1:half] * gate.unsqueeze(-1)  # the state entering the second half
+        if in_place:
+            h[:, half:].addcmul_(powers, carry)
+        else:
+            h = torch.cat([h[:, :half], h[:, half:] + powers * carry], dim=1)
         level += 1
     return h.reshape(batch, length, width)
 
@@ -82,9 +88,11 @@ class LRULayer(nn.Module):
         lamb, gamma = self.lambda_gamma()
         width = gamma.shape[0]
         u = self.in_proj.complex_in(x).float() * torch.cat([gamma, gamma])  # (n, 2D): re | im
-        dense = u.new_zeros(packed.batch_size * packed.window, 2 * width).index_copy(0, packed.rows, u)
-        dense = dense.view(packed.batch_size, packed.window, 2 * width)
-        states = parallel_scan(torch.complex(dense[..., :width], dense[..., width:]), lamb, packed.carry_mask)
+        u = torch.complex(u[:, :width], u[:, width:])
+        dense = u.new_zeros(packed.batch_size * packed.window, width).index_copy(0, packed.rows, u)
+        # `dense` is built here and used once: the scan may overwrite it.
+        states = parallel_scan(dense.view(packed.batch_size, packed.window, width), lamb, packed.carry_mask,
+                               overwrite=True)
         rows = packed.rows if select is None else packed.rows[select]
         states = states.reshape(-1, width)[rows]
         return self.dropout(self.out_proj.real_out(states.real, states.imag))

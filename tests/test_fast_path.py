@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from model import FMRLRec, pack_batch
+from model.lru import parallel_scan, sequential_scan
 from model.reference import reference_loss, reference_ranks, reference_scores
 from trainer.evaluate import evaluate_ranks
 
@@ -135,3 +136,17 @@ def test_bf16_autocast_stays_close_to_the_fp32_reference(num_blocks):
         scores = model.last_position_scores(tokens)
     assert scores.dtype == torch.float32
     assert torch.allclose(scores, reference_scores(model, tokens)[:, :, -1], rtol=5e-2, atol=5e-2)
+
+
+def test_in_place_scan_of_evaluation_equals_the_recorded_scan():
+    generator = torch.Generator().manual_seed(4)
+    u = torch.complex(torch.randn(3, 8, 5, generator=generator), torch.randn(3, 8, 5, generator=generator))
+    lamb = torch.polar(torch.rand(5, generator=generator), 6.28 * torch.rand(5, generator=generator))
+    mask = torch.arange(8).unsqueeze(0) >= torch.tensor([[0], [3], [7]])  # left padding of 0, 3, 7
+    expected = sequential_scan(u, lamb, mask)
+    kept = u.clone()
+    assert torch.allclose(parallel_scan(u, lamb, mask), expected, atol=1e-5)
+    assert torch.equal(u, kept)  # without overwrite the input is left alone
+    with torch.no_grad():
+        states = parallel_scan(u, lamb, mask, overwrite=True)
+    assert states.data_ptr() == u.data_ptr() and torch.allclose(states, expected, atol=1e-5)

@@ -32,24 +32,27 @@ def evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size=64, 
         table = model.item_table()
     if torch.is_tensor(table):
         table = table.float()  # once per pass; the scores are fp32 (a no-op without amp)
+    # Users in order of history length: a batch's scan spans its longest history, so batches of
+    # alike lengths compute far fewer positions. Each user's rank does not depend on the batch.
+    order = torch.argsort((inputs > 0).sum(dim=1), stable=True)
     for start in tqdm(range(0, len(inputs), batch_size), desc=description, disable=not progress, leave=False):
-        end = min(start + batch_size, len(inputs))
-        packed = pack_last_position(inputs[start:end])
+        users = order[start:start + batch_size]
+        packed = pack_last_position(inputs[users])
         if device.type == 'cuda':
             packed = packed.pin_memory()
         packed = packed.to(device, non_blocking=True)
-        batch_targets = _to_device(targets[start:end], device)
+        batch_targets = _to_device(targets[users], device)
         with autocast(device, amp):
             scores = model.last_position_scores(None, table, packed).float()  # (M, B, N + 1)
         target_index = batch_targets.view(1, -1, 1).expand(num_sizes, -1, 1)
         if mask_history:
-            history = _to_device(histories[start:end], device)
+            history = _to_device(histories[users], device)
             keep = scores.gather(2, target_index)
             scores.scatter_(2, history.unsqueeze(0).expand(num_sizes, -1, -1), float('-inf'))
             scores.scatter_(2, target_index, keep)  # a repeated target stays rankable
         scores[..., 0] = float('-inf')  # the padding item is never recommended
-        ranks[:, start:end] = target_ranks(scores.reshape(num_sizes * (end - start), -1),
-                                           batch_targets.repeat(num_sizes)).view(num_sizes, -1)
+        ranks[:, _to_device(users, device)] = target_ranks(scores.reshape(num_sizes * len(users), -1),
+                                                           batch_targets.repeat(num_sizes)).view(num_sizes, -1)
     model.train(was_training)
     return ranks
 
