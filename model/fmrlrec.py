@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from model.lru import LRULayer
 from model.mrl import MRLLayerNorm, MRLLinear, chunk_widths
+from model.nested_loss import nested_cross_entropy
 from model.packing import pack_batch, pack_last_position
 
 
@@ -89,7 +90,21 @@ class FMRLRec(nn.Module):
         """(N + 1, D) item representations, shared by the input embedding and the output scores."""
         if self.projection is None:
             return self.id_embedding.weight
-        return self.projection(self.item_features)
+        return self.projection(self.features_for_projection())
+
+    def features_for_projection(self):
+        """The frozen feature table; under autocast, a copy in the autocast dtype made once, so that
+        the (N + 1, d) table is not converted again at every step (the values are the same)."""
+        device_type = self.item_features.device.type
+        if not torch.is_autocast_enabled(device_type):
+            return self.item_features
+        dtype = torch.get_autocast_dtype(device_type)
+        key = (self.item_features.data_ptr(), self.item_features.device, dtype)
+        cached = getattr(self, '_cast_features', None)
+        if cached is None or cached[0] != key:
+            cached = (key, self.item_features.to(dtype))
+            self._cast_features = cached  # a plain attribute: not saved, not moved by .to()
+        return cached[1]
 
     def forward(self, packed, labels=None, reduction='sum', item_table=None):
         """Hidden states (q, D) at the query positions; with `labels`, the training loss instead
@@ -98,10 +113,23 @@ class FMRLRec(nn.Module):
             return self.loss(packed, labels, reduction, item_table)
         return self.hidden_states(packed, item_table)
 
+    def embed(self, tokens, table, own_table):
+        """Input embeddings: rows of the item table. While training on a table this model projected
+        itself, the rows are projected from the tokens' own feature rows instead (the same numbers,
+        ~1 GFLOP): the table's gradient is then the scores' alone, not also a dense (N + 1, D)
+        scatter of a few hundred rows that must be zero-filled, added and freed every step."""
+        if own_table and self.projection is not None and torch.is_grad_enabled() and self.projection.weight.requires_grad:
+            return self.projection(self.item_features[tokens])
+        return F.embedding(tokens, table)
+
     def hidden_states(self, packed, item_table=None):
         """Hidden states (q, D) at the packed batch's query positions, in row-major order."""
-        table = self.item_table() if item_table is None else item_table
-        x = self.embed_dropout(F.embedding(packed.tokens, table))
+        if item_table is None:
+            return self._hidden_states(packed, self.item_table(), own_table=True)
+        return self._hidden_states(packed, item_table, own_table=False)
+
+    def _hidden_states(self, packed, table, own_table):
+        x = self.embed_dropout(self.embed(packed.tokens, table, own_table))
         last = len(self.blocks) - 1
         for index, block in enumerate(self.blocks):
             # Only the query rows leave the last block: the rest fed its scan already.
@@ -130,9 +158,8 @@ class FMRLRec(nn.Module):
         labels: (q,) targets of the packed query positions. Returns (loss, per-size losses (M,)).
         """
         table = self.item_table() if item_table is None else item_table
-        hidden = self.hidden_states(packed, table)
-        per_size = torch.stack([F.cross_entropy(logits.float(), labels)
-                                for logits in self.size_logits(hidden, table)])
+        hidden = self._hidden_states(packed, table, own_table=item_table is None)
+        per_size = nested_cross_entropy(hidden, table, labels, self.widths)  # running-sum logits
         total = per_size.sum() if reduction == 'sum' else per_size.mean()
         return total, per_size.detach()
 

@@ -83,6 +83,8 @@ class MRLLinear(nn.Module):
         return torch.cat(self._chunk_outputs(x, self.weight, self.bias), dim=-1)
 
     def _chunk_outputs(self, x, weights, biases):
+        if torch.is_autocast_enabled(x.device.type):  # cast once, not once per (overlapping) slice
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         return [F.linear(x[..., :s], w, None if biases is None else biases[k])
                 for k, (s, w) in enumerate(zip(self.sizes, weights))]
 
