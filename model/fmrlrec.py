@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.fp32_matmul import fast_fp32_matmul, frozen_input_linear
 from model.lru import LRULayer
 from model.mrl import MRLLayerNorm, MRLLinear, chunk_widths
 from model.nested_loss import nested_cross_entropy
@@ -90,7 +91,7 @@ class FMRLRec(nn.Module):
         """(N + 1, D) item representations, shared by the input embedding and the output scores."""
         if self.projection is None:
             return self.id_embedding.weight
-        return self.projection(self.features_for_projection())
+        return frozen_input_linear(self.features_for_projection(), self.projection.weight, self.projection.bias)
 
     def features_for_projection(self):
         """The frozen feature table; under autocast, a copy in the autocast dtype made once, so that
@@ -179,6 +180,6 @@ class FMRLRec(nn.Module):
         packed = pack_last_position(tokens) if packed is None else packed
         hidden = self.hidden_states(packed, table)
         scores = hidden.new_empty(len(self.sizes), hidden.shape[0], table.shape[0], dtype=torch.float32)
-        with torch.autocast(hidden.device.type, enabled=False):
+        with torch.autocast(hidden.device.type, enabled=False), fast_fp32_matmul(hidden.device):
             self.size_logits(hidden.float(), table.float(), out=scores)
         return scores

@@ -54,7 +54,9 @@ def onednn_fp32_is_exact():
 def fast_fp32_matmul(device):
     """Within the block, CPU fp32 products go to oneDNN where that was verified to stay exact.
 
-    Wrap a whole step (forward, backward and update): the backward's products run inside it too.
+    oneDNN builds and keeps a kernel per product shape: use it for products whose shapes repeat
+    (the item-table projection, the logits of a batch), not around code whose shapes change with
+    every batch, or its cache grows by hundreds of MB over an epoch.
     """
     if torch.device(device).type != 'cpu' or not onednn_fp32_is_exact():
         yield
@@ -65,3 +67,29 @@ def fast_fp32_matmul(device):
         yield
     finally:
         torch.backends.mkldnn.matmul.fp32_precision = precision
+
+
+class _FrozenInputLinear(torch.autograd.Function):
+    """x W^T + b for an x that needs no gradient, both products under fast_fp32_matmul."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x)
+        with fast_fp32_matmul(x.device):
+            return torch.nn.functional.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, = ctx.saved_tensors
+        with fast_fp32_matmul(x.device):
+            grad_weight = grad_out.t() @ x
+        return None, grad_weight, None if not ctx.needs_input_grad[2] else grad_out.sum(0)
+
+
+def frozen_input_linear(x, weight, bias=None):
+    """F.linear for a fixed input that takes no gradient (the item features): its two large
+    products, forward and weight gradient, on oneDNN where exact. Falls back to F.linear under
+    autocast (low-precision products go to oneDNN anyway) or when x needs a gradient."""
+    if x.requires_grad or torch.is_autocast_enabled(x.device.type) or bias is None:
+        return torch.nn.functional.linear(x, weight, bias)
+    return _FrozenInputLinear.apply(x, weight, bias)

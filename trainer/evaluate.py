@@ -8,7 +8,6 @@ the target's favour.
 import torch
 from tqdm import tqdm
 
-from model.fp32_matmul import fast_fp32_matmul
 from model.packing import pack_last_position
 from trainer.metrics import metric_sums, ordered_metric_names, target_ranks
 from utils.runtime import autocast
@@ -24,7 +23,7 @@ def _to_device(tensor, device):
 def evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size=64, device='cpu',
                    mask_history=False, amp='none', progress=True, description='eval'):
     """(M, U) 1-based rank of each user's target for every size, computed on `device`."""
-    with torch.no_grad(), fast_fp32_matmul(device):
+    with torch.no_grad():
         return _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, torch.device(device),
                                mask_history, amp, progress, description)
 

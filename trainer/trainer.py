@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.fp32_matmul import fast_fp32_matmul
 from model.packing import pack_batch
 from trainer.distributed import SINGLE_PROCESS, local_share, sharded_evaluate
 from trainer.loggers import MetricLoggers
@@ -108,11 +107,10 @@ class Trainer:
     # ---- one step ------------------------------------------------------------------------
     def train_step(self, packed, targets, loss_scale=1.0):
         """One optimizer step; returns the unscaled loss. loss_scale: this rank's weight under DDP."""
-        with fast_fp32_matmul(self.device):  # exact fp32 products on the faster CPU library
-            with autocast(self.device, self.args.amp):
-                loss, per_size = self.train_module(packed, targets, self.args.mrl_loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss if loss_scale == 1.0 else loss * loss_scale).backward()
+        with autocast(self.device, self.args.amp):
+            loss, per_size = self.train_module(packed, targets, self.args.mrl_loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss if loss_scale == 1.0 else loss * loss_scale).backward()
         if self.args.max_grad_norm and self.args.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
         self.optimizer.step()
