@@ -2,8 +2,8 @@
 
 On the AMD EPYC (Zen 4) machines this project runs on, MKL's fp32 GEMM reaches ~85% of a core's
 peak on large square products but only 40-50% on the skinny products of the logits (218 x 512 @
-512 x 12,102) and 2-5% when one side is 8 wide, while oneDNN's AVX-512 fp32 kernels reach 85-97%
-on all of them. PyTorch sends an fp32 matmul to oneDNN only when
+512 x 12,102) and 2-5% when one side is 8 wide; oneDNN's AVX-512 fp32 kernels reach 85-97% on the
+first two and are ~10x faster than MKL on the third (benchmarks/README.md). PyTorch sends an fp32 matmul to oneDNN only when
 `torch.backends.mkldnn.matmul.fp32_precision` is 'bf16', which PERMITS oneDNN to round inputs to
 bf16: where oneDNN has such a kernel (Intel AMX, for example) it would, and the result would no
 longer be fp32. So the switch is used only after a probe shows that, on this CPU, the products it
@@ -81,9 +81,13 @@ class _FrozenInputLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, = ctx.saved_tensors
-        with fast_fp32_matmul(x.device):
-            grad_weight = grad_out.t() @ x
-        return None, grad_weight, None if not ctx.needs_input_grad[2] else grad_out.sum(0)
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1]:
+            with fast_fp32_matmul(x.device):
+                grad_weight = grad_out.t() @ x
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum(0)
+        return None, grad_weight, grad_bias
 
 
 def frozen_input_linear(x, weight, bias=None):

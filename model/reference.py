@@ -2,7 +2,9 @@
 
 It reads the parameters of an `FMRLRec` and computes every position of the (power-of-two padded)
 sequence with per-chunk complex linears, per-size score matmuls over all positions, and the loss
-over all labelled positions of the (M, B, L, N + 1) logits. Slow and memory-hungry by design.
+over all labelled positions of the (M, B, L, N + 1) logits. Like the released code it projects the
+whole item table once per call and the input tokens' features separately, with plain layers (no
+oneDNN routing). Slow and memory-hungry by design; benchmarks/train_throughput.py times it.
 """
 import torch
 import torch.nn.functional as F
@@ -55,10 +57,24 @@ def reference_block(block, x, mask):
     return h + ffn.dropout(chunked_linear(ffn.w_2, gated))
 
 
-def reference_hidden(model, tokens, table=None):
+def reference_item_table(model):
+    """(N + 1, D): the projection of every item's features with the plain linear layer."""
+    if model.projection is None:
+        return model.id_embedding.weight
+    return model.projection(model.item_features)
+
+
+def reference_embed(model, tokens):
+    """(B, L, D) input embeddings as the released code computes them: the projection of the
+    tokens' own feature rows (an ID-only model looks its table up)."""
+    if model.projection is None:
+        return model.id_embedding.weight[tokens]
+    return model.projection(model.item_features[tokens])
+
+
+def reference_hidden(model, tokens):
     """(B, L, D) outputs at every position of left-padded tokens (B, L)."""
-    table = model.item_table() if table is None else table
-    x = model.embed_dropout(table[tokens])
+    x = model.embed_dropout(reference_embed(model, tokens))
     mask = tokens > 0
     length = tokens.shape[1]
     pad = next_power_of_two(length) - length
@@ -70,10 +86,10 @@ def reference_hidden(model, tokens, table=None):
 
 
 def reference_scores(model, tokens):
-    """(M, B, L, N + 1): each size's logits at every position, one matmul per size. The item table
-    is projected once per call, as the released model does (it embeds and scores with one table)."""
-    table = model.item_table()
-    hidden = reference_hidden(model, tokens, table)
+    """(M, B, L, N + 1): each size's logits at every position, one matmul per size, against the
+    item table projected once per call (as the released model does)."""
+    table = reference_item_table(model)
+    hidden = reference_hidden(model, tokens)
     return torch.stack([hidden[..., :s] @ table[:, :s].t() for s in model.sizes])
 
 
