@@ -1,0 +1,71 @@
+"""The benchmark's summary (the JSON object) and its markdown table."""
+
+
+def summarise(train, evaluation, memory, rates, bf16, args):
+    step = train['seconds_per_step']
+    seq = {name: args.batch_size / seconds for name, seconds in step.items()}
+    flops = train['gflop_per_step']
+    achieved = {name: flops['reference' if name == 'reference' else 'fast'] / seconds for name, seconds in step.items()}
+    summary = {
+        'train_seq_per_s': seq, 'train_gflop_per_step': flops, 'train_achieved_gflops': achieved,
+        'matmul_gflops': rates,
+        'train_speedup': train['speedup_over_reference']['fast'],
+        'train_speedup_by_variant': dict(train['speedup_over_reference'], reference=1.0),
+        'train_peak_fraction': achieved['fast'] / rates['fp32'],
+        'train_peak_fraction_reference': achieved['reference'] / rates['fp32_default'],
+        'eval_users_per_s': evaluation['users_per_s'],
+        'eval_speedup': evaluation['users_per_s']['fast'] / evaluation['users_per_s']['reference'],
+        'eval_full_pass_seconds': evaluation['full_pass_seconds'],
+        'eval_fast_equals_reference_fraction': evaluation['fast_equals_reference_fraction'],
+    }
+    if 'fast_bf16' in seq:
+        summary['train_speedup_bf16'] = train['speedup_over_reference']['fast_bf16']
+        summary['train_peak_fraction_bf16'] = achieved['fast_bf16'] / rates['bf16']
+        summary['eval_speedup_bf16'] = evaluation['users_per_s']['fast_bf16'] / evaluation['users_per_s']['reference']
+        summary['bf16_effect'] = dict(bf16, eval_rank_relative_change_median=evaluation.get('bf16_rank_relative_change_median'))
+    if 'fast_compiled' in seq:
+        summary['train_speedup_compiled'] = train['speedup_over_reference']['fast_compiled']
+        summary['compile_warmup_seconds'] = train['compile_warmup_seconds']
+    if memory:
+        summary['peak_memory_mib'] = {k: round(v['peak_mib'], 1) for k, v in memory.items()}
+        summary['memory_method'] = next(iter(memory.values()))['method']
+        summary['memory_ratio'] = memory['train_fast']['peak_mib'] / memory['train_reference']['peak_mib']
+        # What the step itself adds above the process it runs in (Python, torch, data, model).
+        step = {k: v['peak_mib'] - v['resident_before_mib'] for k, v in memory.items()}
+        summary['step_memory_mib'] = {k: round(v, 1) for k, v in step.items()}
+        summary['step_memory_ratio'] = step['train_fast'] / step['train_reference']
+        summary['memory_ratio_eval'] = memory['eval_fast']['peak_mib'] / memory['eval_reference']['peak_mib']
+    summary['method'] = {'reference_steps': train['rounds'], 'fast_steps': train['rounds'] * train['fast_steps_per_round'],
+                         'eval_reference_batches': evaluation['reference_batches'], 'eval_users': evaluation['users']}
+    return summary
+
+
+def print_table(summary, config):
+    hw = config['hardware']
+    print(f"\nfMRLRec training/evaluation throughput — {hw['cpu']}, {hw['cores']} cores, torch {hw['torch']}, "
+          f"{hw['device']}, {hw['allocator']}")
+    print(f"batch {config['batch_size']}, sizes {config['sizes']}, {config['blocks']} block(s), "
+          f"{config['users']} users, {config['items']} items, features 2 x {config['feature_dim']}\n")
+    seq, achieved = summary['train_seq_per_s'], summary['train_achieved_gflops']
+    peak = summary.get('peak_memory_mib', {})
+    print('| path | train seq/s | speed-up | GFLOP/step | achieved GFLOP/s | peak train memory MiB |')
+    print('|---|---|---|---|---|---|')
+    for name in seq:
+        flops = summary['train_gflop_per_step']['reference' if name == 'reference' else 'fast']
+        print(f"| {name} | {seq[name]:.1f} | {summary['train_speedup_by_variant'][name]:.1f}x | {flops:.0f} | "
+              f"{achieved[name]:.0f} | {peak.get('train_' + name, float('nan')):.0f} |")
+    rates = summary['matmul_gflops']
+    print(f"\nlarge matmul: fp32 {rates['fp32_default']:.0f} GFLOP/s (default library), "
+          f"{rates.get('fp32_onednn', float('nan')):.0f} (oneDNN), bf16 {rates.get('bf16', float('nan')):.0f}; "
+          f"fast fp32 at {100 * summary['train_peak_fraction']:.0f}% of the fp32 rate")
+    users = summary['eval_users_per_s']
+    print('\n| evaluation | users/s | speed-up | full pass s |')
+    print('|---|---|---|---|')
+    for name, rate in users.items():
+        full = summary['eval_full_pass_seconds'].get(name)
+        print(f"| {name} | {rate:.1f} | {rate / users['reference']:.0f}x | "
+              f"{full if full is not None else config['users'] / rate:.1f} |")
+    for key in ('memory_ratio', 'step_memory_ratio', 'memory_ratio_eval', 'eval_fast_equals_reference_fraction',
+                'bf16_effect'):
+        if key in summary:
+            print(f'{key}: {summary[key]}')
