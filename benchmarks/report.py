@@ -17,6 +17,7 @@ def summarise(train, evaluation, memory, rates, bf16, args):
         'eval_speedup': evaluation['users_per_s']['fast'] / evaluation['users_per_s']['reference'],
         'eval_full_pass_seconds': evaluation['full_pass_seconds'],
         'eval_fast_equals_reference_fraction': evaluation['fast_equals_reference_fraction'],
+        'eval_fast_reference_max_rank_difference': evaluation['fast_reference_max_rank_difference'],
     }
     if 'fast_bf16' in seq:
         summary['train_speedup_bf16'] = train['speedup_over_reference']['fast_bf16']
@@ -66,6 +67,6 @@ def print_table(summary, config):
         print(f"| {name} | {rate:.1f} | {rate / users['reference']:.0f}x | "
               f"{full if full is not None else config['users'] / rate:.1f} |")
     for key in ('memory_ratio', 'step_memory_ratio', 'memory_ratio_eval', 'eval_fast_equals_reference_fraction',
-                'bf16_effect'):
+                'eval_fast_reference_max_rank_difference', 'bf16_effect'):
         if key in summary:
             print(f'{key}: {summary[key]}')
