@@ -7,6 +7,7 @@ from model import FMRLRec, pack_batch
 from model.fp32_matmul import fast_fp32_matmul
 from model.lru import parallel_scan, sequential_scan
 from model.reference import reference_loss, reference_ranks, reference_scores
+from tests.batches import random_training_batch
 from trainer.evaluate import evaluate_ranks
 
 NUM_ITEMS = 40
@@ -18,17 +19,7 @@ SIZE_LISTS = [[4, 8, 16], [3, 5, 16], [16]]
 
 
 def training_batch(lengths=LENGTHS, length=LENGTH, seed=0):
-    """(tokens, labels) as datasets.p5 builds them: labels = s[-L:], tokens = s[:-1][-L:]."""
-    generator = torch.Generator().manual_seed(seed)
-    tokens = torch.zeros(len(lengths), length, dtype=torch.long)
-    labels = torch.zeros(len(lengths), length, dtype=torch.long)
-    for row, n in enumerate(lengths):
-        seq = torch.randint(1, NUM_ITEMS + 1, (n,), generator=generator)
-        lab, tok = seq[-length:], seq[:-1][-length:]
-        labels[row, length - len(lab):] = lab
-        if len(tok):
-            tokens[row, length - len(tok):] = tok
-    return tokens, labels
+    return random_training_batch(lengths, length, NUM_ITEMS, seed)
 
 
 def make_model(sizes, num_blocks, fused, features=True, seed=0):

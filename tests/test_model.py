@@ -6,23 +6,14 @@ import torch.nn.functional as F
 from model import FMRLRec, pack_batch, pack_last_position
 from model.lru import LRULayer, parallel_scan, ring_init, sequential_scan
 from model.mrl import MRLLayerNorm, MRLLinear, chunk_widths
+from tests.batches import random_training_batch
 
 SIZES = [4, 8, 16]
 NUM_ITEMS = 30
 
 
 def left_padded_batch(lengths, length, num_items=NUM_ITEMS, seed=0):
-    """(tokens, labels) built like the training examples: labels = s[-L:], tokens = s[:-1][-L:]."""
-    generator = torch.Generator().manual_seed(seed)
-    tokens = torch.zeros(len(lengths), length, dtype=torch.long)
-    labels = torch.zeros(len(lengths), length, dtype=torch.long)
-    for row, n in enumerate(lengths):
-        seq = torch.randint(1, num_items + 1, (n,), generator=generator)
-        lab, tok = seq[-length:], seq[:-1][-length:]
-        labels[row, length - len(lab):] = lab
-        if len(tok):
-            tokens[row, length - len(tok):] = tok
-    return tokens, labels
+    return random_training_batch(lengths, length, num_items, seed)
 
 
 def make_model(num_blocks=2, features=True, sizes=SIZES, seed=0):
