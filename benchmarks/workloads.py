@@ -33,8 +33,8 @@ def reference_step(trainer, indices):
     """Trainer.train_step with the reference loss on the unpacked (B, L) batch."""
     tokens = trainer.tokens[indices].to(trainer.device)
     labels = trainer.labels[indices].to(trainer.device)
-    loss, _ = reference_loss(trainer.model, tokens, labels, trainer.args.mrl_loss)
     trainer.optimizer.zero_grad(set_to_none=True)
+    loss, _ = reference_loss(trainer.model, tokens, labels, trainer.args.mrl_loss)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
     trainer.optimizer.step()

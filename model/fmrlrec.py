@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from model.fp32_matmul import fast_fp32_matmul, frozen_input_linear
 from model.lru import LRULayer
 from model.mrl import MRLLayerNorm, MRLLinear, chunk_widths
-from model.nested_loss import nested_cross_entropy
+from model.nested_loss import nested_cross_entropy, projected_chunk_count
 from model.packing import pack_batch, pack_last_position
 
 
@@ -76,6 +76,9 @@ class FMRLRec(nn.Module):
             with torch.no_grad():
                 nn.init.trunc_normal_(self.id_embedding.weight, std=0.02, a=-0.04, b=0.04)
                 self.id_embedding.weight[0].zero_()
+        # Leading chunks of the item table projected in the training loss: None chooses per batch
+        # by cost (model/nested_loss.py); an int fixes it (tests pin every choice).
+        self.projected_chunks = None
         self.embed_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(LRUBlock(self.sizes, r_min, r_max, bias, dropout, attn_dropout)
                                     for _ in range(num_blocks))
@@ -114,14 +117,33 @@ class FMRLRec(nn.Module):
             return self.loss(packed, labels, reduction, item_table)
         return self.hidden_states(packed, item_table)
 
+    def embeds_from_features(self):
+        """Whether the training path projects the inputs' own feature rows (see `embed`)."""
+        return self.projection is not None and torch.is_grad_enabled() and self.projection.weight.requires_grad
+
     def embed(self, tokens, table, own_table):
         """Input embeddings: rows of the item table. While training on a table this model projected
         itself, the rows are projected from the tokens' own feature rows instead (the same numbers,
         ~1 GFLOP): the table's gradient is then the scores' alone, not also a dense (N + 1, D)
         scatter of a few hundred rows that must be zero-filled, added and freed every step."""
-        if own_table and self.projection is not None and torch.is_grad_enabled() and self.projection.weight.requires_grad:
+        if own_table and self.embeds_from_features():
             return self.projection(self.item_features[tokens])
         return F.embedding(tokens, table)
+
+    def _factored_loss(self, packed, labels):
+        """The loss with only the leading chunks of the item table projected; the trailing (wide)
+        chunks are scored from the features through their projection rows (model/nested_loss.py)."""
+        features = self.features_for_projection()
+        direct = self.projected_chunks
+        if direct is None:
+            direct = projected_chunk_count(self.widths, len(labels), features.shape[1], features.shape[0])
+        prefix = sum(self.widths[:direct])
+        split = [prefix, self.sizes[-1] - prefix]
+        weight_prefix, weight_tail = self.projection.weight.split(split)
+        bias_prefix, _ = self.projection.bias.split(split)  # the tail's bias only shifts logit rows
+        table = frozen_input_linear(features, weight_prefix, bias_prefix) if prefix else None
+        hidden = self._hidden_states(packed, None, own_table=True)
+        return nested_cross_entropy(hidden, table, labels, self.widths, features, weight_tail)
 
     def hidden_states(self, packed, item_table=None):
         """Hidden states (q, D) at the packed batch's query positions, in row-major order."""
@@ -158,9 +180,12 @@ class FMRLRec(nn.Module):
 
         labels: (q,) targets of the packed query positions. Returns (loss, per-size losses (M,)).
         """
-        table = self.item_table() if item_table is None else item_table
-        hidden = self._hidden_states(packed, table, own_table=item_table is None)
-        per_size = nested_cross_entropy(hidden, table, labels, self.widths)  # running-sum logits
+        if item_table is None and self.embeds_from_features():
+            per_size = self._factored_loss(packed, labels)
+        else:
+            table = self.item_table() if item_table is None else item_table
+            hidden = self._hidden_states(packed, table, own_table=item_table is None)
+            per_size = nested_cross_entropy(hidden, table, labels, self.widths)  # running-sum logits
         total = per_size.sum() if reduction == 'sum' else per_size.mean()
         return total, per_size.detach()
 

@@ -6,6 +6,8 @@ import torch
 from model import FMRLRec, pack_batch
 from model.fp32_matmul import fast_fp32_matmul
 from model.lru import parallel_scan, sequential_scan
+from model.mrl import chunk_widths
+from model.nested_loss import projected_chunk_count
 from model.reference import reference_loss, reference_ranks, reference_scores
 from tests.batches import random_training_batch
 from trainer.evaluate import evaluate_ranks
@@ -74,6 +76,31 @@ def test_loss_per_size_losses_and_every_gradient_equal_the_reference(sizes, num_
     assert torch.allclose(per_size, ref_per_size, rtol=1e-5, atol=1e-5)
     assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=1e-5)
     assert_close_grads(grads, ref_grads, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('num_blocks', [1, 2])
+@pytest.mark.parametrize('sizes', [[4, 8, 16], [3, 5, 16]], ids=str)
+def test_every_split_between_projected_and_factored_chunks_equals_the_reference(sizes, num_blocks):
+    """projected_chunks = m: the first m chunks score against the projected table, the rest as
+    (h_k W_k) F^T. All m, including none projected and all projected, give the reference's loss
+    and gradients (the projection's bias included: its tail term only shifts rows of logits)."""
+    model = make_model(sizes, num_blocks, None)
+    tokens, labels = training_batch(seed=7)
+    ref_loss, ref_per_size = reference_loss(model, tokens, labels)
+    ref_grads = gradients(model, ref_loss)
+    for projected in range(len(sizes) + 1):
+        model.projected_chunks = projected
+        loss, per_size = model.training_loss(tokens, labels)
+        assert torch.allclose(per_size, ref_per_size, rtol=1e-5, atol=1e-5), projected
+        assert_close_grads(gradients(model, loss), ref_grads, rtol=1e-4, atol=1e-5)
+
+
+def test_the_cost_model_factors_the_wide_trailing_chunks_at_the_paper_shape():
+    widths = chunk_widths([8, 16, 32, 64, 128, 256, 512, 1024])
+    # Beauty at batch 32: ~220 labelled rows, 2048-d features, 12,102 table rows
+    assert projected_chunk_count(widths, 220, 2048, 12102) == 6  # chunks of width 256 and 512 factored
+    assert projected_chunk_count(widths, 20000, 2048, 12102) == 8  # huge batches: project everything
+    assert projected_chunk_count(chunk_widths([64, 128]), 220, 2048, 12102) == 2  # narrow: project
 
 
 def test_mean_over_sizes_and_the_id_only_model_equal_the_reference():

@@ -107,9 +107,10 @@ class Trainer:
     # ---- one step ------------------------------------------------------------------------
     def train_step(self, packed, targets, loss_scale=1.0):
         """One optimizer step; returns the unscaled loss. loss_scale: this rank's weight under DDP."""
+        # Gradients freed before the forward, not after it: they would sit beside its activations.
+        self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.args.amp):
             loss, per_size = self.train_module(packed, targets, self.args.mrl_loss)
-        self.optimizer.zero_grad(set_to_none=True)
         (loss if loss_scale == 1.0 else loss * loss_scale).backward()
         if self.args.max_grad_norm and self.args.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
