@@ -53,8 +53,8 @@ class NestedCrossEntropy(torch.autograd.Function):
                 left, right = h_chunk, table_chunks[k].t()
             else:  # (h_k W_k) F^T: the same logits without projecting chunk k of the table
                 left, right = h_chunk @ tail_chunks[k - direct], features.t()
-            # addmm adds the previous size's logits inside the product: no extra pass.
-            total = left @ right if total is None else torch.addmm(total, left, right)
+            # The previous size's logits are added inside the product, in place: no extra pass.
+            total = left @ right if total is None else total.addmm_(left, right)
             # Only the fp32 log-probabilities are kept: the backward needs exp() of them.
             log_prob = torch.log_softmax(total, dim=1, dtype=torch.float32)
             losses.append(-log_prob[:rows].gather(1, target_column).mean())
@@ -86,12 +86,13 @@ class NestedCrossEntropy(torch.autograd.Function):
             start = end - widths[k]
             # dL_k/dlogits = scale_k * (softmax - onehot), in place over the saved log-probabilities
             # (a second backward through this graph fails the saved-tensor version check).
-            part = log_probs[k].exp_().mul_(scales[k])
             # Padding rows need no masking: their hidden rows are zero (no table or weight
             # gradient) and their hidden gradient is cut off by the padding's backward.
-            part[:rows].scatter_add_(1, target_column, (-scales[k]).expand(rows, 1))
-            running = part if running is None else running.add_(part)
-            del part
+            probs = log_probs[k].exp_()
+            # One pass adds the scaled probabilities; the scale stays a tensor (no host sync).
+            running = probs.mul_(scales[k]) if running is None else running.addcmul_(probs, scales[k])
+            running[:rows].scatter_add_(1, target_column, (-scales[k]).expand(rows, 1))
+            del probs
             chunk_gradient = running.to(hidden.dtype)
             if k < direct:
                 torch.mm(chunk_gradient, table[:, start:end], out=grad_hidden[:, start:end])
