@@ -17,13 +17,13 @@ def _matmul_flops(packet, args):
     if packet is aten.mm:
         a, b = args[0], args[1]
         return 2 * a.shape[0] * a.shape[1] * b.shape[1], a
-    if packet is aten.addmm:
+    if packet is aten.addmm or packet is aten.addmm_:
         a, b = args[1], args[2]
         return 2 * a.shape[0] * a.shape[1] * b.shape[1], a
     if packet is aten.bmm:
         a, b = args[0], args[1]
         return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2], a
-    if packet is aten.baddbmm:
+    if packet is aten.baddbmm or packet is aten.baddbmm_:
         a, b = args[1], args[2]
         return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2], a
     return 0, None

@@ -212,3 +212,17 @@ def test_throughput_benchmark_runs_and_reports_the_issue_figures():
         assert summary[key] > 0, key
     assert summary['eval_fast_equals_reference_fraction'] == 1.0
     assert summary['train_gflop_per_step']['reference'] > summary['train_gflop_per_step']['fast'] > 0
+
+
+def test_flop_counter_counts_every_product_of_the_nested_loss():
+    """The running-sum logits use in-place addmm_: the benchmark's counter must see those too.
+    Forward of 3 sizes on q = 32 rows (already a multiple of the row bucket), N + 1 = 41 items:
+    one product per chunk, 2 q c (N + 1) FLOPs each, summing to 2 q D (N + 1)."""
+    from benchmarks.flops import count_matmul_flops
+    from model.fp32_matmul import onednn_fp32_is_exact
+    from model.nested_loss import nested_cross_entropy
+    onednn_fp32_is_exact()  # its one-off probe runs products of its own: not part of the count
+    hidden, table = torch.randn(32, 16), torch.randn(NUM_ITEMS + 1, 16)
+    targets = torch.randint(1, NUM_ITEMS + 1, (32,))
+    flops = count_matmul_flops(lambda: nested_cross_entropy(hidden, table, targets, [4, 4, 8]))
+    assert flops == 2 * 32 * 16 * (NUM_ITEMS + 1)
