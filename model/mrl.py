@@ -68,11 +68,14 @@ class MRLLinear(nn.Module):
         return None if chunks is None else torch.cat(list(chunks))
 
     def use_fused(self, x):
-        """Dense masked matmul on accelerators (one kernel instead of M), per-chunk matmuls on the
-        CPU: there the dense weight must be assembled every step and the masked product does 1.5x
-        the multiply-adds, while the packed fast path feeds only a few hundred rows (measured in
-        benchmarks/README.md)."""
-        return x.device.type != 'cpu' if self.fused is None else self.fused
+        """Dense masked matmul on accelerators (one kernel instead of M) and under CPU autocast;
+        per-chunk matmuls for fp32 on the CPU. There the masked product does 1.5x the multiply-adds
+        and the dense weight is assembled every step: a wash in fp32, while in bf16 (oneDNN, with a
+        fixed cost per product) one product instead of M made the step ~6% faster
+        (benchmarks/README.md)."""
+        if self.fused is not None:
+            return self.fused
+        return x.device.type != 'cpu' or torch.is_autocast_enabled('cpu')
 
     def forward(self, x):
         """Real layer on a real input (use `complex_in`/`real_out` for the complex LRU maps)."""
