@@ -3,7 +3,9 @@
 Every layer is nested, so the size-s model is exactly the first s dims of everything. The fast path
 computes only the positions a batch needs (see model/packing.py) and builds the logits of all sizes
 as a running sum over chunks: logits of size s_k = logits of size s_{k-1} + chunk k's contribution.
-`model/reference.py` computes the same thing the plain way and is the test oracle.
+While training on frozen features, the wide trailing chunks of the item table are never projected:
+their contribution is scored as (h_k W_k) F^T (model/nested_loss.py), cheaper when few positions
+carry labels. `model/reference.py` computes the same thing the plain way and is the test oracle.
 """
 import torch
 import torch.nn as nn
