@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from benchmarks.synthetic import beauty_like_model, beauty_like_splits
+from benchmarks.synthetic import add_workload_options, beauty_like_model, beauty_like_splits
 from benchmarks.workloads import (fast_eval, fast_step, make_trainer, reference_eval_batch,
                                   reference_step)
 
@@ -59,14 +59,7 @@ def load_framework():
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument('variant', choices=VARIANTS)
-    parser.add_argument('--batch_size', type=int, default=32)
-    parser.add_argument('--eval_batch_size', type=int, default=64)
-    parser.add_argument('--sizes', type=str, required=True)
-    parser.add_argument('--blocks', type=int, default=1)
-    parser.add_argument('--device', type=str, default='cpu')
-    parser.add_argument('--users', type=int, required=True)
-    parser.add_argument('--items', type=int, required=True)
-    parser.add_argument('--feature_dim', type=int, default=1024)
+    add_workload_options(parser)
     parser.add_argument('--steps', type=int, default=2)
     args = parser.parse_args(argv)
     device = torch.device(args.device)

@@ -49,3 +49,20 @@ def beauty_like_model(sizes, num_blocks=1, num_items=BEAUTY_ITEMS, feature_dim=1
     image = feature_table(num_items, feature_dim, generator)
     torch.manual_seed(seed)
     return FMRLRec(num_items, sizes, text, image, num_blocks=num_blocks, dropout=dropout, attn_dropout=dropout)
+
+
+PAPER_SIZES = '8,16,32,64,128,256,512,1024'
+
+
+def add_workload_options(parser):
+    """The workload's shape, shared by the benchmark and its memory probe (defaults: the paper's
+    configuration on Beauty's shape)."""
+    parser.add_argument('--batch_size', type=int, default=32)
+    parser.add_argument('--eval_batch_size', type=int, default=64)
+    parser.add_argument('--sizes', type=str, default=PAPER_SIZES)
+    parser.add_argument('--blocks', type=int, default=1)
+    parser.add_argument('--device', type=str, default='cpu')
+    parser.add_argument('--users', type=int, default=BEAUTY_USERS)
+    parser.add_argument('--items', type=int, default=BEAUTY_ITEMS)
+    parser.add_argument('--feature_dim', type=int, default=1024, help='width of each feature table')
+    return parser

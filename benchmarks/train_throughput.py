@@ -25,12 +25,11 @@ import torch
 
 from benchmarks.flops import count_matmul_flops, matmul_rate, synchronize
 from benchmarks.report import print_table, summarise
-from benchmarks.synthetic import BEAUTY_ITEMS, BEAUTY_USERS, beauty_like_model, beauty_like_splits
+from benchmarks.synthetic import add_workload_options, beauty_like_model, beauty_like_splits
 from model.fp32_matmul import fast_fp32_matmul, onednn_fp32_is_exact
 from benchmarks.workloads import (fast_eval, fast_loss_and_grads, fast_step, make_trainer,
                                   reference_eval_batch, reference_loss_and_grads, reference_step)
 
-PAPER_SIZES = '8,16,32,64,128,256,512,1024'
 
 
 def timed(device, work):
@@ -192,14 +191,7 @@ def hardware(device):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--batch_size', type=int, default=32)
-    parser.add_argument('--eval_batch_size', type=int, default=64)
-    parser.add_argument('--sizes', type=str, default=PAPER_SIZES)
-    parser.add_argument('--blocks', type=int, default=1)
-    parser.add_argument('--device', type=str, default='cpu')
-    parser.add_argument('--users', type=int, default=BEAUTY_USERS)
-    parser.add_argument('--items', type=int, default=BEAUTY_ITEMS)
-    parser.add_argument('--feature_dim', type=int, default=1024, help='width of each feature table')
+    add_workload_options(parser)
     parser.add_argument('--rounds', type=int, default=3, help='reference steps timed (one per round)')
     parser.add_argument('--fast_per_round', type=int, default=4, help='fast steps timed per round and variant')
     parser.add_argument('--eval_reference_batches', type=int, default=3)

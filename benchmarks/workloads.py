@@ -31,15 +31,11 @@ def fast_step(trainer, indices, amp):
 
 def reference_step(trainer, indices):
     """Trainer.train_step with the reference loss on the unpacked (B, L) batch."""
-    tokens = trainer.tokens[indices].to(trainer.device)
-    labels = trainer.labels[indices].to(trainer.device)
-    trainer.optimizer.zero_grad(set_to_none=True)
-    loss, _ = reference_loss(trainer.model, tokens, labels, trainer.args.mrl_loss)
-    loss.backward()
+    loss = reference_loss_and_grads(trainer, indices)
     torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
     trainer.optimizer.step()
     trainer.scheduler.step()
-    return loss.detach()
+    return loss
 
 
 def fast_loss_and_grads(trainer, indices, amp):
@@ -53,6 +49,7 @@ def fast_loss_and_grads(trainer, indices, amp):
 
 
 def reference_loss_and_grads(trainer, indices):
+    """The reference loss and its gradients on the unpacked (B, L) batch (no update)."""
     tokens = trainer.tokens[indices].to(trainer.device)
     labels = trainer.labels[indices].to(trainer.device)
     trainer.model.zero_grad(set_to_none=True)

@@ -39,6 +39,24 @@ def feature_cache_path(data_dir, modality, encoder, feature_dir=None):
     return folder / f'{modality}_{encoder_slug(encoder)}.npy'
 
 
+def add_build_options(parser):
+    """The options every feature-building command shares (datasets.text_features, .image_features)."""
+    parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1, mps ...')
+    parser.add_argument('--batch_size', type=int, default=64)
+    parser.add_argument('--out', default=None, help='write the .npy here instead of <data_dir>/features/')
+    parser.add_argument('--feature_dir', default=None,
+                        help="cache folder, as train.py's --feature_dir (file named after the encoder)")
+    parser.add_argument('--no_progress', action='store_true', help='no progress bar')
+    return parser
+
+
+def build_output_path(args, modality, encoder):
+    """--out, else the cache file in --feature_dir, else None (the builder's default place)."""
+    if args.out:
+        return args.out
+    return feature_cache_path(args.data_dir, modality, encoder, args.feature_dir) if args.feature_dir else None
+
+
 def save_feature_table(path, table, encoder):
     """Write an (N, d) float32 table and its sidecar atomically (temporary file, fsync, rename)."""
     path = Path(path)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from datasets.features import feature_cache_path, save_feature_table
+from datasets.features import add_build_options, build_output_path, feature_cache_path, save_feature_table
 
 DEFAULT_IMG_ENCODER = 'google/siglip-large-patch16-256'
 MISSING_IMAGE_POLICIES = ('zero', 'error')
@@ -170,22 +170,12 @@ def build_parser():
     parser.add_argument('--dataset_code', default=None, help='default: the name of --data_dir')
     parser.add_argument('--missing_image', choices=MISSING_IMAGE_POLICIES, default='zero',
                         help='zero: zero row + count in the log; error: stop with the list')
-    parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1, mps ...')
-    parser.add_argument('--batch_size', type=int, default=64)
-    parser.add_argument('--out', default=None, help='write the .npy here instead of <data_dir>/features/')
-    parser.add_argument('--feature_dir', default=None,
-                        help="cache folder, as train.py's --feature_dir (file named after the encoder)")
-    parser.add_argument('--no_progress', action='store_true', help='no progress bar')
-    return parser
-
-
-def _cache_path(data_dir, encoder, feature_dir):
-    return feature_cache_path(data_dir, 'image', encoder, feature_dir) if feature_dir else None
+    return add_build_options(parser)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    out_path = args.out or _cache_path(args.data_dir, args.img_encoder, args.feature_dir)
+    out_path = build_output_path(args, 'image', args.img_encoder)
     try:
         build_image_features(args.data_dir, args.img_encoder, image_root=args.image_root,
                              dataset_code=args.dataset_code, device=args.device, batch_size=args.batch_size,

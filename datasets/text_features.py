@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.features import feature_cache_path, save_feature_table
+from datasets.features import add_build_options, build_output_path, feature_cache_path, save_feature_table
 from datasets.item_text import TEXT_FIELDS, item_fields, item_text
 
 DEFAULT_LANGUAGE_ENCODER = 'BAAI/bge-large-en-v1.5'
@@ -88,22 +88,12 @@ def build_parser():
     parser.add_argument('--data_dir', required=True, help='the P5 folder (datamaps.json, meta.json.gz)')
     parser.add_argument('--language_encoder', default=DEFAULT_LANGUAGE_ENCODER,
                         help='sentence-transformers model id or local folder')
-    parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1, mps ...')
-    parser.add_argument('--batch_size', type=int, default=64)
-    parser.add_argument('--out', default=None, help='write the .npy here instead of <data_dir>/features/')
-    parser.add_argument('--feature_dir', default=None,
-                        help="cache folder, as train.py's --feature_dir (file named after the encoder)")
-    parser.add_argument('--no_progress', action='store_true', help='no progress bar')
-    return parser
-
-
-def _cache_path(data_dir, encoder, feature_dir):
-    return feature_cache_path(data_dir, 'text', encoder, feature_dir) if feature_dir else None
+    return add_build_options(parser)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    out_path = args.out or _cache_path(args.data_dir, args.language_encoder, args.feature_dir)
+    out_path = build_output_path(args, 'text', args.language_encoder)
     build_text_features(args.data_dir, args.language_encoder, device=args.device,
                         batch_size=args.batch_size, out_path=out_path, progress=not args.no_progress)
     return 0
