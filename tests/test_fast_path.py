@@ -145,14 +145,16 @@ def test_bf16_autocast_stays_close_to_the_fp32_reference(num_blocks):
     tokens, labels = training_batch(seed=2)
     ref_loss, ref_per_size = reference_loss(model, tokens, labels)
     ref_grads = gradients(model, ref_loss)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        loss, per_size = model.training_loss(tokens, labels)
-    assert loss.dtype == torch.float32
-    assert torch.allclose(per_size, ref_per_size, rtol=3e-2, atol=3e-2)
-    grads = gradients(model, loss)
-    flat = torch.cat([grads[n].flatten().float() for n in ref_grads])
     ref_flat = torch.cat([ref_grads[n].flatten() for n in ref_grads])
-    assert torch.nn.functional.cosine_similarity(flat, ref_flat, dim=0) > 0.99
+    for projected in (None, 0, len(sizes)):  # the per-batch choice, every chunk factored, none
+        model.projected_chunks = projected
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            loss, per_size = model.training_loss(tokens, labels)
+        assert loss.dtype == torch.float32
+        assert torch.allclose(per_size, ref_per_size, rtol=3e-2, atol=3e-2)
+        grads = gradients(model, loss)
+        flat = torch.cat([grads[n].flatten().float() for n in ref_grads])
+        assert torch.nn.functional.cosine_similarity(flat, ref_flat, dim=0) > 0.99
     # evaluation scores stay fp32 under autocast: the hidden states are bf16, the products are not
     model.eval()
     with torch.autocast('cpu', dtype=torch.bfloat16):
