@@ -61,3 +61,12 @@ def test_results_table_and_masked_protocol(fake_beauty_run, capsys):
     table = results_table.main(['--root', str(run.parent), '--curves'])
     assert 'beauty_text' in table and '| text |' in table and '0.0859' in table
     assert 'training curve' in table and '\n| 1 | ' in table  # one epoch in the curve
+
+
+def test_every_run_is_set_beside_the_closest_paper_row():
+    from utils.paper import PAPER_ABLATIONS, PAPER_FMRLREC, PAPER_LRUREC, paper_reference
+    assert paper_reference('beauty', 'text') == ('fMRLRec text only (paper ablation)', PAPER_ABLATIONS[('beauty', 'text')])
+    assert paper_reference('sports', 'id')[1] == PAPER_LRUREC['sports']  # no ID ablation there: LRURec
+    label, row = paper_reference('clothing', 'id')  # neither: the full model, labelled as such
+    assert row == PAPER_FMRLREC['clothing'] and 'no such ablation' in label
+    assert paper_reference('unknown', 'id') == (None, None)

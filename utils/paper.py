@@ -30,4 +30,6 @@ def paper_reference(dataset, modality):
         return (f'fMRLRec {modality} only (paper ablation)', row)
     if modality == 'id' and dataset in PAPER_LRUREC:
         return ('LRURec (paper, ID-based)', PAPER_LRUREC[dataset])
+    if dataset in PAPER_FMRLREC:  # no row of this kind in the paper: its full model, for scale
+        return ('fMRLRec text+image (paper; no such ablation for this dataset)', PAPER_FMRLREC[dataset])
     return None, None
