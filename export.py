@@ -30,7 +30,7 @@ from trainer.trainer import BEST_CHECKPOINT
 from utils.io import atomic_write_bytes
 
 EXPORT_FORMAT = 'fmrlrec-export'
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: 'item_id_embedding' (hybrid models exported with --keep_features)
 META_FILE = 'meta.json.gz'
 SUMMARY_COLUMNS = ('Recall@5', 'NDCG@5', 'Recall@10', 'NDCG@10', 'Recall@20', 'NDCG@20')
 
@@ -110,6 +110,7 @@ def build_export(model, size, catalogue, max_len, keep_features=False, source=No
         'size': int(size), 'sizes': [int(s) for s in model.sizes[:k]],
         'full_sizes': [int(s) for s in model.sizes], 'num_items': int(model.num_items),
         'num_blocks': options['num_blocks'], 'bias': options['bias'], 'max_len': int(max_len),
+        'item_id_embedding': bool(options['item_id_embedding'] and item_input == 'features'),
         'item_input': item_input, 'state_dict': state, 'item_features': features,
         'asins': list(catalogue.asins), 'titles': None if catalogue.titles is None else list(catalogue.titles),
         'source': dict(source or {}), 'metrics': {k: float(v) for k, v in (metrics or {}).items()},
@@ -197,7 +198,8 @@ def model_from_export(bundle, device='cpu'):
     """Rebuild the size-s model from an export dict; dropout is 0 and the model is in eval mode."""
     with torch.random.fork_rng(devices=[]):  # the throwaway initialisation must not move the global RNG
         model = FMRLRec(bundle['num_items'], bundle['sizes'], text_features=bundle['item_features'],
-                        num_blocks=bundle['num_blocks'], dropout=0.0, attn_dropout=0.0, bias=bundle['bias'])
+                        num_blocks=bundle['num_blocks'], dropout=0.0, attn_dropout=0.0, bias=bundle['bias'],
+                        item_id_embedding=bool(bundle.get('item_id_embedding', False)))
     model.load_state_dict(bundle['state_dict'])
     model = model.to(device).eval()
     with torch.no_grad():

@@ -33,8 +33,9 @@ def run_shapes(export_root):
               'bias': bool(config['lru_use_bias'])}
     if 'projection.weight' in state:
         shapes['feature_dim'] = int(state['projection.weight'].shape[1])
-    else:
+    if 'id_embedding.weight' in state:
         shapes['num_items'] = int(state['id_embedding.weight'].shape[0]) - 1
+    shapes['id_table'] = 'projection.weight' in state and 'id_embedding.weight' in state
     return shapes, sum(t.numel() for t in state.values())
 
 
@@ -50,6 +51,8 @@ def markdown_table(rows):
 def describe(shapes):
     items = (f'{shapes["feature_dim"]}-d features' if shapes.get('feature_dim') is not None
              else f'ID table of {shapes["num_items"]} items')
+    if shapes.get('id_table'):
+        items += f' plus an ID table of {shapes["num_items"]} items'
     return (f'sizes {",".join(str(s) for s in shapes["sizes"])}, {shapes["num_blocks"]} block(s), {items}, '
             f'{"with" if shapes["bias"] else "no"} biases')
 

@@ -50,10 +50,12 @@ class LRUBlock(nn.Module):
 
 class FMRLRec(nn.Module):
     """The nested recommender. Feature tables are (N + 1, d) tensors with a zero row 0 (padding);
-    with neither table the model learns an ID table of width D instead (the ID-only ablation)."""
+    with neither table the model learns an ID table of width D instead (the ID-only ablation).
+    `item_id_embedding=True` (beyond the paper) adds a learned ID table to the projected features:
+    item i is W f_i + b + e_i, nested like every other layer (its first s columns serve size s)."""
 
     def __init__(self, num_items, sizes, text_features=None, image_features=None, num_blocks=1,
-                 dropout=0.1, attn_dropout=0.1, r_min=0.0, r_max=0.1, bias=True):
+                 dropout=0.1, attn_dropout=0.1, r_min=0.0, r_max=0.1, bias=True, item_id_embedding=False):
         super().__init__()
         self.num_items = int(num_items)
         self.sizes = list(sizes)
@@ -64,26 +66,37 @@ class FMRLRec(nn.Module):
             if table.dim() != 2 or table.shape[0] != self.num_items + 1:
                 raise ValueError(f'feature table of shape {tuple(table.shape)} does not match '
                                  f'{self.num_items} items (expected ({self.num_items + 1}, d))')
+        if item_id_embedding and not tables:
+            raise ValueError('item_id_embedding adds an ID table to projected features, but no feature '
+                             'table was given (without features the model is ID-only already)')
         if tables:
             # Frozen features are buffers, not parameters, and are not saved in checkpoints.
             self.register_buffer('item_features', torch.cat(tables, dim=1).float(), persistent=False)
             self.projection = nn.Linear(self.item_features.shape[1], width)
-            self.id_embedding = None
         else:
             self.item_features = None
             self.projection = None
-            self.id_embedding = nn.Embedding(self.num_items + 1, width, padding_idx=0)
-            # LRURec's ID-table init (truncated normal, std 0.02): N(0, 1) rows would make the
-            # first logits of a width-D model huge and the first epochs wasted.
-            with torch.no_grad():
-                nn.init.trunc_normal_(self.id_embedding.weight, std=0.02, a=-0.04, b=0.04)
-                self.id_embedding.weight[0].zero_()
+        self.id_embedding = self._id_table(width) if item_id_embedding or not tables else None
         # Leading chunks of the item table projected in the training loss: None chooses per batch
         # by cost (model/nested_loss.py); an int fixes it (tests pin every choice).
         self.projected_chunks = None
         self.embed_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(LRUBlock(self.sizes, r_min, r_max, bias, dropout, attn_dropout)
                                     for _ in range(num_blocks))
+
+    def _id_table(self, width):
+        table = nn.Embedding(self.num_items + 1, width, padding_idx=0)
+        # LRURec's ID-table init (truncated normal, std 0.02): N(0, 1) rows would make the
+        # first logits of a width-D model huge and the first epochs wasted.
+        with torch.no_grad():
+            nn.init.trunc_normal_(table.weight, std=0.02, a=-0.04, b=0.04)
+            table.weight[0].zero_()
+        return table
+
+    @property
+    def is_hybrid(self):
+        """Projected features plus a learned ID table."""
+        return self.projection is not None and self.id_embedding is not None
 
     def set_mrl_linear_mode(self, fused):
         """One dense masked matmul per MRL linear (True), one matmul per chunk (False), or the
@@ -96,7 +109,8 @@ class FMRLRec(nn.Module):
         """(N + 1, D) item representations, shared by the input embedding and the output scores."""
         if self.projection is None:
             return self.id_embedding.weight
-        return frozen_input_linear(self.features_for_projection(), self.projection.weight, self.projection.bias)
+        table = frozen_input_linear(self.features_for_projection(), self.projection.weight, self.projection.bias)
+        return table + self.id_embedding.weight if self.is_hybrid else table
 
     def features_for_projection(self):
         """The frozen feature table; under autocast, a copy in the autocast dtype made once, so that
@@ -129,7 +143,10 @@ class FMRLRec(nn.Module):
         ~1 GFLOP): the table's gradient is then the scores' alone, not also a dense (N + 1, D)
         scatter of a few hundred rows that must be zero-filled, added and freed every step."""
         if own_table and self.embeds_from_features():
-            return self.projection(self.item_features[tokens])
+            projected = self.projection(self.item_features[tokens])
+            # F.embedding without padding_idx: the rows get the gradient the table's rows get when
+            # looked up (as in the ID-only model and the reference)
+            return projected + F.embedding(tokens, self.id_embedding.weight) if self.is_hybrid else projected
         return F.embedding(tokens, table)
 
     def _factored_loss(self, packed, labels):
@@ -182,7 +199,9 @@ class FMRLRec(nn.Module):
 
         labels: (q,) targets of the packed query positions. Returns (loss, per-size losses (M,)).
         """
-        if item_table is None and self.embeds_from_features():
+        # The factored tail needs the item table to be a projection of frozen features alone; the
+        # hybrid's ID table is trainable per item, so it takes the plain path.
+        if item_table is None and self.embeds_from_features() and not self.is_hybrid:
             per_size = self._factored_loss(packed, labels)
         else:
             table = self.item_table() if item_table is None else item_table

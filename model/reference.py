@@ -58,10 +58,12 @@ def reference_block(block, x, mask):
 
 
 def reference_item_table(model):
-    """(N + 1, D): the projection of every item's features with the plain linear layer."""
+    """(N + 1, D): the projection of every item's features with the plain linear layer (plus the
+    ID table of a hybrid model)."""
     if model.projection is None:
         return model.id_embedding.weight
-    return model.projection(model.item_features)
+    projected = model.projection(model.item_features)
+    return projected + model.id_embedding.weight if model.id_embedding is not None else projected
 
 
 def reference_embed(model, tokens):
@@ -69,7 +71,8 @@ def reference_embed(model, tokens):
     tokens' own feature rows (an ID-only model looks its table up)."""
     if model.projection is None:
         return model.id_embedding.weight[tokens]
-    return model.projection(model.item_features[tokens])
+    projected = model.projection(model.item_features[tokens])
+    return projected + model.id_embedding.weight[tokens] if model.id_embedding is not None else projected
 
 
 def reference_hidden(model, tokens):

@@ -41,7 +41,8 @@ def model_options(model):
     """The constructor options of an FMRLRec that decide its parameter shapes and its inference."""
     block = model.blocks[0]
     return {'num_blocks': len(model.blocks), 'bias': block.lru.in_proj.bias is not None,
-            'dropout': model.embed_dropout.p, 'attn_dropout': block.lru.dropout.p}
+            'dropout': model.embed_dropout.p, 'attn_dropout': block.lru.dropout.p,
+            'item_id_embedding': model.is_hybrid}
 
 
 def leading_blocks(full_state, shapes):
@@ -72,7 +73,8 @@ def sub_model(model, size, with_features=True, dropout=0.0, attn_dropout=0.0):
     if features is not None:
         features = features.detach().cpu()
     return FMRLRec(model.num_items, model.sizes[:k], text_features=features, num_blocks=options['num_blocks'],
-                   dropout=dropout, attn_dropout=attn_dropout, bias=options['bias'])
+                   dropout=dropout, attn_dropout=attn_dropout, bias=options['bias'],
+                   item_id_embedding=options['item_id_embedding'] and features is not None)
 
 
 def sliced_state_dict(model, size):
@@ -81,7 +83,8 @@ def sliced_state_dict(model, size):
     with torch.device('meta'):  # only the shapes are needed: build the template without memory
         features = None if model.item_features is None else torch.empty(model.item_features.shape)
         template = FMRLRec(model.num_items, model.sizes[:k], text_features=features,
-                           num_blocks=len(model.blocks), bias=model_options(model)['bias'])
+                           num_blocks=len(model.blocks), bias=model_options(model)['bias'],
+                           item_id_embedding=model.is_hybrid)
     shapes = {name: tensor.shape for name, tensor in template.state_dict().items()}
     return leading_blocks(model.state_dict(), shapes)
 
@@ -112,12 +115,13 @@ def triangular_weight_count(sizes):
     return sum((s - prev) * s for prev, s in zip([0] + sizes[:-1], sizes))
 
 
-def parameter_count(sizes, num_blocks, feature_dim=None, num_items=None, bias=True, convention='stored'):
+def parameter_count(sizes, num_blocks, feature_dim=None, num_items=None, bias=True, convention='stored',
+                    id_table=False):
     """Parameters of an FMRLRec with nested sizes `sizes` (width sizes[-1]).
 
     feature_dim: input width of the projection (d_text + d_image); None for the ID-only model,
-    whose (num_items + 1, width) ID table is counted instead. A dense model of width s is the
-    one-chunk case `sizes=[s]`.
+    whose (num_items + 1, width) ID table is counted instead. With both and `id_table=True`, the
+    hybrid: projection and ID table. A dense model of width s is the one-chunk case `sizes=[s]`.
     """
     if convention not in CONVENTIONS:
         raise ValueError(f'convention must be one of {CONVENTIONS}, got {convention!r}')
@@ -127,7 +131,11 @@ def parameter_count(sizes, num_blocks, feature_dim=None, num_items=None, bias=Tr
         return num_blocks * LINEARS_PER_BLOCK * width * width
     if feature_dim is None and num_items is None:
         raise ValueError('give feature_dim (feature models) or num_items (ID-only models)')
+    if id_table and (feature_dim is None or num_items is None):
+        raise ValueError('a hybrid model (id_table=True) needs both feature_dim and num_items')
     items = feature_dim * width + width if feature_dim is not None else (num_items + 1) * width
+    if id_table:
+        items += (num_items + 1) * width
     linear = triangular_weight_count(sizes) + (width if bias else 0)
     per_block = (2 * 2 * width           # two chunked LayerNorms, weight and bias
                  + 3 * width             # params_log: nu, theta, gamma
@@ -136,13 +144,14 @@ def parameter_count(sizes, num_blocks, feature_dim=None, num_items=None, bias=Tr
     return items + num_blocks * per_block
 
 
-def nested_and_independent(sizes, num_blocks, feature_dim=None, num_items=None, bias=True, convention='stored'):
+def nested_and_independent(sizes, num_blocks, feature_dim=None, num_items=None, bias=True, convention='stored',
+                           id_table=False):
     """Per size s: the nested slice of width s, a dense model of width s, and the sum of dense
     models of every size up to s (what training each size separately would cost)."""
     rows, cumulative = [], 0
     for k, size in enumerate(sizes, start=1):
         options = dict(num_blocks=num_blocks, feature_dim=feature_dim, num_items=num_items, bias=bias,
-                       convention=convention)
+                       convention=convention, id_table=id_table)
         nested = parameter_count(sizes[:k], **options)
         independent = parameter_count([size], **options)
         cumulative += independent
