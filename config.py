@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from datasets.item_text import parse_text_fields  # one parser for train.py and the feature builder
+
 DEFAULT_SIZES = '8,16,32,64,128,256,512,1024'
 EXPERIMENT_ROOT = 'experiments'
 DEMO_ENCODER = 'demo-synthetic'
@@ -97,6 +99,12 @@ def build_parser():
     data.add_argument('--seed', type=int, default=42)
     data.add_argument('--missing_image', type=str, default='zero', choices=['zero', 'error'],
                       help='items without a photo get a zero image feature, or stop with a list')
+    data.add_argument('--text_fields', type=str, default='all',
+                      help="the item text's fields: 'all' (title, price, brand, categories) or a comma "
+                           "list such as 'title' (docs/content_features.md)")
+    data.add_argument('--feature_preprocessing', type=str, default='none', choices=['none', 'centre', 'whiten'],
+                      help='applied to each frozen feature table before the projection: as-is, mean-centred, '
+                           'or whitened (docs/content_features.md)')
 
     loader = p.add_argument_group('batches')
     loader.add_argument('--train_batch_size', type=int, default=32)
@@ -150,6 +158,8 @@ def build_parser():
     model.add_argument('--language_encoder', type=str, default=DEFAULT_LANGUAGE_ENCODER)
     _add_bool(model, 'use_img_encoder', True, 'use the frozen image features')
     model.add_argument('--img_encoder', type=str, default=DEFAULT_IMG_ENCODER)
+    _add_bool(model, 'item_id_embedding', False, 'hybrid items: projection(features) + a learned, nested '
+              'ID table (beyond the paper; docs/content_features.md)')
     model.add_argument('--feature_batch_size', type=int, default=64,
                        help='batch size when encoding item text and images')
 
@@ -211,6 +221,22 @@ def finalize(args):
     if metric not in ('Recall', 'NDCG', 'MRR') or not k.isdigit() or int(k) not in args.metric_ks:
         raise ConfigError(f'--best_metric must be Recall@k, NDCG@k or MRR@k with k in '
                           f'--metric_ks {args.metric_ks}, got {args.best_metric!r}')
+    try:
+        args.text_fields = parse_text_fields(args.text_fields)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if not (args.use_language_encoder or args.use_img_encoder):
+        # Options that act on features would be silently ignored by the ID-only model.
+        ignored = [f'--{name}' for name, default in (('item_id_embedding', False), ('feature_preprocessing', 'none'))
+                   if getattr(args, name) != default]
+        if ignored:
+            raise ConfigError(f'{" and ".join(ignored)} act on frozen features, but text and image are both off '
+                              f'(the ID-only model); turn on --use_language_encoder or --use_img_encoder')
+    if args.text_fields != 'all' and not args.use_language_encoder:
+        raise ConfigError(f'--text_fields {args.text_fields} chooses the item text, but --use_language_encoder is off')
+    if args.text_fields != 'all' and args.dataset_code == 'demo':
+        raise ConfigError(f"--text_fields {args.text_fields}: the demo's text features are synthetic, not encoded "
+                          f'from item text; use --text_fields all with --dataset_code demo')
     if args.dataset_code == 'demo':
         # The demo ships its own synthetic features; the hub encoders are never needed for it.
         if args.language_encoder == DEFAULT_LANGUAGE_ENCODER:

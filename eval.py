@@ -1,6 +1,7 @@
 """Evaluate finished runs at every nested size.
 
     python eval.py --export_root RUN              # test RUN's best checkpoint, write test_mrl_metrics.json
+                                                  # and test_mrl_metrics_by_popularity.json
     python eval.py                                # every run under experiments/ that lacks the file
     python eval.py --export_root RUN --eval_mode plot   # PNG plots of each metric against size
     python eval.py --export_root RUN --eval_mode summary   # size_summary.md: metrics, parameters, file size
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from config import EXPERIMENT_ROOT, build_parser, finalize, str2bool
 from trainer.setup import build_model, load_data
-from trainer.testing import CheckpointError, print_table, read_run_config, test_best
+from trainer.testing import CheckpointError, print_popularity_table, print_table, read_run_config, test_best
 from trainer.trainer import BEST_CHECKPOINT
 from utils.io import atomic_write_text
 from utils.plots import plot_metrics_by_size
@@ -77,9 +78,11 @@ def evaluate_run(export_root, options):
     # Another protocol than the run's goes to its own files, e.g. test_mrl_metrics_masked.json.
     run_masks = bool(read_run_config(export_root).get('mask_history', False))
     suffix = '' if args.mask_history == run_masks else ('_masked' if args.mask_history else '_unmasked')
-    by_size = test_best(args, model, splits['test'], export_root, device, suffix=suffix)
+    by_size = test_best(args, model, splits['test'], export_root, device, suffix=suffix,
+                        training_examples=splits['train'])
     protocol = 'history masked' if args.mask_history else 'history not masked'
     print_table(by_size, f'{export_root}: test metrics ({protocol}), every size')
+    print_popularity_table(export_root, suffix)
     if suffix:
         print(f'wrote {export_root / f"test_mrl_metrics{suffix}.json"}')
     else:

@@ -16,12 +16,13 @@ import yaml
 from config import ConfigError, build_parser, finalize, parse_args
 from datasets.features import FeatureTableError
 from datasets.p5 import DataError
-from trainer.distributed import init_distributed, sharded_evaluate, shutdown, wrap_model
+from trainer.distributed import init_distributed, sharded_ranks, shutdown, wrap_model
 from trainer.setup import build_model, load_data, modality_name
-from trainer.testing import CheckpointError, load_checkpoint, load_model_weights, print_table, test_best
+from trainer.testing import (CheckpointError, load_checkpoint, load_model_weights, print_popularity_table, print_table,
+                             results_from_ranks, test_best)
 from trainer.trainer import (BEST_CHECKPOINT, RECENT_CHECKPOINT, RESUME_KEYS, NonFiniteLossError, Trainer,
                              rank_seed)
-from utils.io import remove_stale_temporaries, write_json, write_yaml
+from utils.io import remove_stale_temporaries, write_yaml
 from utils.runtime import set_seed
 
 # Options that may differ between a run and its resumption without changing what is computed.
@@ -35,8 +36,16 @@ def config_dict(args):
     return {k: v for k, v in vars(args).items() if not k.startswith('resolved_')}
 
 
+def with_new_defaults(saved):
+    """A saved configuration with the options added since it was written set to their defaults,
+    which are what that run computed with."""
+    defaults = vars(build_parser().parse_args([]))
+    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+
+
 def config_differences(previous, current):
     """'key: old -> new' for each option that changes what a run computes."""
+    previous = with_new_defaults(previous)
     keys = sorted(k for k in set(previous) | set(current)
                   if k not in RESUMABLE_DIFFERENCES and previous.get(k) != current.get(k))
     return [f'{k}: {previous.get(k)!r} -> {current.get(k)!r}' for k in keys]
@@ -151,18 +160,15 @@ def non_finite_report(error, trainer, root):
             f'--lr, a longer --warmup_steps or a smaller --max_grad_norm, and check the feature tables.')
 
 
-def test_best_sharded(args, model, test_examples, device, group):
-    """test_best with every rank evaluating its share of the users; rank 0 writes the files."""
+def test_best_sharded(args, model, test_examples, training_examples, device, group):
+    """test_best with every rank evaluating its share of the users; the ranks of all users are
+    gathered on every rank, and rank 0 writes the files (popularity buckets included)."""
     root = Path(args.export_root)
     path = root / 'models' / BEST_CHECKPOINT
     load_model_weights(model, load_checkpoint(path, device), path)
-    metrics = sharded_evaluate(model, test_examples, list(args.mrl_hidden_sizes), args.metric_ks,
-                               args.test_batch_size, device, group, args.mask_history, args.amp, 'test')
-    by_size = {str(size): values for size, values in metrics.items()}
-    if group.is_main:
-        write_json(root / 'test_mrl_metrics.json', by_size)
-        write_json(root / 'test_metrics.json', by_size[str(args.mrl_hidden_sizes[-1])])
-    return by_size
+    ranks = sharded_ranks(model, test_examples, len(args.mrl_hidden_sizes), args.test_batch_size, device, group,
+                          args.mask_history, args.amp, 'test')
+    return results_from_ranks(args, ranks, test_examples, training_examples, root, write=group.is_main)
 
 
 def run(argv, group, device):
@@ -194,11 +200,12 @@ def run(argv, group, device):
         raise SystemExit(non_finite_report(error, trainer, args.export_root) if group.is_main else 1) from None
     group.barrier()  # rank 0 has written the best checkpoint
     if group.enabled:
-        by_size = test_best_sharded(args, model, splits['test'], device, group)
+        by_size = test_best_sharded(args, model, splits['test'], splits['train'], device, group)
     else:
-        by_size = test_best(args, model, splits['test'], args.export_root, device)
-    say_table = print_table if group.is_main else (lambda *_: None)
-    say_table(by_size, f'Test metrics of the best checkpoint (epoch {trainer.best_epoch}), every size:')
+        by_size = test_best(args, model, splits['test'], args.export_root, device, training_examples=splits['train'])
+    if group.is_main:
+        print_table(by_size, f'Test metrics of the best checkpoint (epoch {trainer.best_epoch}), every size:')
+        print_popularity_table(args.export_root)
     if device.type == 'cuda':
         say(f'peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB')
     say(f'\nwrote {Path(args.export_root) / "test_mrl_metrics.json"}')

@@ -2,7 +2,9 @@
 
 A table for N items is cached as `<data_dir>/features/<modality>_<encoder slug>.npy` of shape (N, d),
 row i-1 holding item id i, with a sidecar `<same name>.json` that records the encoder, the item
-count and the dimension. Loading prepends a zero padding row, so item id i is row i.
+count and the dimension. A text table built from some fields only (--text_fields) is named
+`text_<encoder slug>__<field>+<field>.npy` and its sidecar records `text_fields`. Loading prepends a
+zero padding row, so item id i is row i.
 """
 import io
 import json
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from datasets.item_text import ALL_FIELDS, parse_text_fields
 from utils.io import atomic_write_bytes, atomic_write_text
 
 MODALITIES = ('text', 'image')
@@ -31,12 +34,18 @@ def encoder_slug(encoder):
     return re.sub(r'[^A-Za-z0-9._-]+', '_', name.replace('/', '__'))
 
 
-def feature_cache_path(data_dir, modality, encoder, feature_dir=None):
-    """`<feature_dir>/<modality>_<slug>.npy`; feature_dir defaults to `<data_dir>/features`."""
+def feature_cache_path(data_dir, modality, encoder, feature_dir=None, text_fields=ALL_FIELDS):
+    """`<feature_dir>/<modality>_<slug>.npy`, or `text_<slug>__title+brand.npy` for a text table of
+    some fields only; feature_dir defaults to `<data_dir>/features`."""
     if modality not in MODALITIES:
         raise ValueError(f'modality must be one of {MODALITIES}, got {modality!r}')
+    text_fields = parse_text_fields(text_fields)
+    if modality != 'text' and text_fields != ALL_FIELDS:
+        raise ValueError(f'--text_fields {text_fields} only applies to text features, not {modality}')
     folder = Path(feature_dir) if feature_dir else Path(data_dir) / 'features'
-    return folder / f'{modality}_{encoder_slug(encoder)}.npy'
+    # 'all' keeps the old name, so caches built before --text_fields existed stay valid.
+    suffix = '' if text_fields == ALL_FIELDS else '__' + text_fields.replace(',', '+')
+    return folder / f'{modality}_{encoder_slug(encoder)}{suffix}.npy'
 
 
 def add_build_options(parser):
@@ -50,15 +59,18 @@ def add_build_options(parser):
     return parser
 
 
-def build_output_path(args, modality, encoder):
+def build_output_path(args, modality, encoder, text_fields=ALL_FIELDS):
     """--out, else the cache file in --feature_dir, else None (the builder's default place)."""
     if args.out:
         return args.out
-    return feature_cache_path(args.data_dir, modality, encoder, args.feature_dir) if args.feature_dir else None
+    if not args.feature_dir:
+        return None
+    return feature_cache_path(args.data_dir, modality, encoder, args.feature_dir, text_fields)
 
 
-def save_feature_table(path, table, encoder):
-    """Write an (N, d) float32 table and its sidecar atomically (temporary file, fsync, rename)."""
+def save_feature_table(path, table, encoder, text_fields=None):
+    """Write an (N, d) float32 table and its sidecar atomically (temporary file, fsync, rename).
+    `text_fields` (text tables) is recorded in the sidecar; None records nothing, which means 'all'."""
     path = Path(path)
     table = np.ascontiguousarray(table, dtype=np.float32)
     if table.ndim != 2:
@@ -67,6 +79,8 @@ def save_feature_table(path, table, encoder):
     np.save(buffer, table)
     atomic_write_bytes(path, buffer.getvalue())
     meta = {'encoder': str(encoder), 'num_items': int(table.shape[0]), 'dim': int(table.shape[1])}
+    if text_fields is not None:
+        meta['text_fields'] = parse_text_fields(text_fields)
     atomic_write_text(path.with_suffix('.json'), json.dumps(meta, indent=2))
 
 
@@ -84,9 +98,9 @@ def read_feature_meta(path):
     return meta
 
 
-def check_feature_table(path, num_items, encoder=None):
-    """Return None when the cache at `path` is usable for `num_items` items (and `encoder`),
-    else a sentence saying why not."""
+def check_feature_table(path, num_items, encoder=None, text_fields=None):
+    """Return None when the cache at `path` is usable for `num_items` items (and `encoder`, and the
+    text of `text_fields`), else a sentence saying why not."""
     path = Path(path)
     if not path.exists():
         return f'{path} does not exist'
@@ -96,6 +110,11 @@ def check_feature_table(path, num_items, encoder=None):
         return f'{path.with_suffix(".json")}, the description of {path.name}, is not valid JSON'
     if encoder is not None and meta is not None and meta.get('encoder') != str(encoder):
         return f'{path} was built by encoder {meta.get("encoder")!r}, not {str(encoder)!r}'
+    if text_fields is not None and meta is not None:
+        # Sidecars written before --text_fields existed have no entry: those tables used every field.
+        built_from = meta.get('text_fields', ALL_FIELDS)
+        if built_from != parse_text_fields(text_fields):
+            return f'{path} was built from the text fields {built_from!r}, not {parse_text_fields(text_fields)!r}'
     try:
         table = np.load(path, mmap_mode='r')
     except Exception as error:  # a truncated or foreign file
@@ -110,9 +129,9 @@ def check_feature_table(path, num_items, encoder=None):
     return None
 
 
-def load_feature_table(path, num_items, encoder=None):
+def load_feature_table(path, num_items, encoder=None, text_fields=None):
     """Load a cached (N, d) table as a float32 tensor of shape (N + 1, d) with a zero row 0."""
-    problem = check_feature_table(path, num_items, encoder)
+    problem = check_feature_table(path, num_items, encoder, text_fields)
     if problem is not None:
         raise FeatureTableError(
             f'{problem}. Rebuild the features (delete the file and rerun train.py, or run the '
@@ -139,26 +158,29 @@ def _require_writable(folder, modality):
 
 def ensure_feature_tables(data_dir, num_items, *, use_text, use_image, language_encoder, img_encoder,
                           device='cpu', missing_image='zero', batch_size=64, image_root=None,
-                          feature_dir=None, dataset_code=None):
-    """{'text': (N+1, d) tensor or None, 'image': ...} for the enabled modalities.
+                          feature_dir=None, dataset_code=None, text_fields=ALL_FIELDS):
+    """{'text': (N+1, d) tensor or None, 'image': ...} for the enabled modalities; the text table is
+    built from `text_fields` ('all', or e.g. 'title').
 
-    A cache that is missing, unreadable, of the wrong row count or built by another encoder is
-    rebuilt (saying why) with datasets/text_features.py or datasets/image_features.py, never used
-    as it is; the fresh table is then checked and loaded like any other."""
+    A cache that is missing, unreadable, of the wrong row count, or built by another encoder or from
+    other text fields is rebuilt (saying why) with datasets/text_features.py or
+    datasets/image_features.py, never used as it is; the fresh table is then checked and loaded like
+    any other."""
     tables = {'text': None, 'image': None}
-    wanted = [('text', use_text, language_encoder), ('image', use_image, img_encoder)]
-    for modality, enabled, encoder in wanted:
+    text_fields = parse_text_fields(text_fields)
+    wanted = [('text', use_text, language_encoder, text_fields), ('image', use_image, img_encoder, None)]
+    for modality, enabled, encoder, fields in wanted:
         if not enabled:
             continue
-        path = feature_cache_path(data_dir, modality, encoder, feature_dir)
-        problem = check_feature_table(path, num_items, encoder)
+        path = feature_cache_path(data_dir, modality, encoder, feature_dir, fields or ALL_FIELDS)
+        problem = check_feature_table(path, num_items, encoder, fields)
         if problem is not None:
             _require_writable(path.parent, modality)
             print(f'{modality} features: {problem}; building them with {encoder} on {device}')
             if modality == 'text':  # the builders import the encoder libraries: only when needed
                 from datasets.text_features import build_text_features
                 build_text_features(data_dir, encoder, num_items=num_items, device=device,
-                                    batch_size=batch_size, out_path=path)
+                                    batch_size=batch_size, out_path=path, text_fields=fields)
             else:
                 from datasets.image_features import build_image_features
                 build_image_features(data_dir, encoder, image_root=image_root or 'photos',
@@ -167,5 +189,5 @@ def ensure_feature_tables(data_dir, num_items, *, use_text, use_image, language_
                                      out_path=path)
         else:
             print(f'{modality} features: using the cache {path}')
-        tables[modality] = load_feature_table(path, num_items, encoder)
+        tables[modality] = load_feature_table(path, num_items, encoder, fields)
     return tables

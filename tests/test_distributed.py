@@ -76,12 +76,15 @@ def test_two_processes_train_like_one_with_the_same_global_batch(runs):
 def test_sharded_test_evaluation_equals_one_process_exactly(runs):
     _, double = runs
     sharded = json.loads((double / 'test_mrl_metrics.json').read_text())
+    sharded_by_popularity = json.loads((double / 'test_mrl_metrics_by_popularity.json').read_text())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the workers, so that the scores are computed alike
     try:
         assert eval_script.main(['--export_root', str(double), '--device', 'cpu', '--force']) == sharded
     finally:
         torch.set_num_threads(threads)
+    # the gathered ranks give the same per-bucket metrics as one process
+    assert json.loads((double / 'test_mrl_metrics_by_popularity.json').read_text()) == sharded_by_popularity
 
 
 @settings(max_examples=80, deadline=None)

@@ -140,7 +140,7 @@ def test_text_features_command(tmp_path, tiny_sentence_encoder):
     direct /= np.linalg.norm(direct, axis=1, keepdims=True)
     np.testing.assert_allclose(table, direct, atol=1e-5)  # row i-1 is item i's text
     assert json.loads(out.with_suffix('.json').read_text()) == {
-        'encoder': str(tiny_sentence_encoder), 'num_items': 6, 'dim': 32}
+        'encoder': str(tiny_sentence_encoder), 'num_items': 6, 'dim': 32, 'text_fields': 'all'}
 
 
 def test_image_features_zero_policy_streams_batches(tmp_path, tiny_siglip, capsys):

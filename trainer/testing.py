@@ -1,13 +1,18 @@
-"""Test a run's best checkpoint at every size and write test_metrics.json / test_mrl_metrics.json."""
+"""Test a run's best checkpoint at every size and write test_metrics.json, test_mrl_metrics.json and
+test_mrl_metrics_by_popularity.json (trainer/popularity.py)."""
+import json
 from pathlib import Path
 
 import torch
 import yaml
 
-from trainer.evaluate import evaluate
+from trainer.evaluate import evaluate_ranks, metrics_from_ranks
+from trainer.popularity import popularity_report, popularity_table, target_counts
 from trainer.trainer import BEST_CHECKPOINT, STATE_DICT_KEY
 from utils.io import write_json
 from utils.report import metrics_table
+
+POPULARITY_FILE = 'test_mrl_metrics_by_popularity'  # + suffix + '.json'
 
 
 class CheckpointError(RuntimeError):
@@ -36,19 +41,34 @@ def load_model_weights(model, checkpoint, path='checkpoint'):
                               f'modalities or dataset?): {str(error).splitlines()[0]}') from None
 
 
-def test_best(args, model, test_examples, export_root, device, progress=True, suffix=''):
-    """Evaluate the best checkpoint on the test split; writes both JSON files and returns the metrics.
+def test_best(args, model, test_examples, export_root, device, progress=True, suffix='', *, training_examples):
+    """Evaluate the best checkpoint on the test split; writes the three JSON files and returns the metrics.
 
-    `suffix` names the files of another protocol than the run's (e.g. '_masked' for
-    test_mrl_metrics_masked.json when eval.py overrides --mask_history)."""
+    `training_examples`: (tokens, labels) of the run's training split, whose labels give each test
+    target's popularity. `suffix` names the files of another protocol than the run's (e.g. '_masked'
+    for test_mrl_metrics_masked.json when eval.py overrides --mask_history)."""
     export_root = Path(export_root)
     checkpoint_path = export_root / 'models' / BEST_CHECKPOINT
     load_model_weights(model, load_checkpoint(checkpoint_path, device), checkpoint_path)
-    metrics = evaluate(model, test_examples, list(args.mrl_hidden_sizes), args.metric_ks, args.test_batch_size,
-                       device, args.mask_history, args.amp, progress=progress, description='test')
-    by_size = {str(size): values for size, values in metrics.items()}
-    write_json(export_root / f'test_mrl_metrics{suffix}.json', by_size)
-    write_json(export_root / f'test_metrics{suffix}.json', by_size[str(args.mrl_hidden_sizes[-1])])
+    _, inputs, targets, histories = test_examples
+    ranks = evaluate_ranks(model, inputs, targets, histories, len(args.mrl_hidden_sizes), args.test_batch_size,
+                           device, args.mask_history, args.amp, progress=progress, description='test')
+    return results_from_ranks(args, ranks, test_examples, training_examples, export_root, suffix)
+
+
+def results_from_ranks(args, ranks, test_examples, training_examples, export_root, suffix='', write=True):
+    """{size: metrics} from the (M, U) test ranks; with `write`, the three JSON files. The popularity
+    buckets split these same ranks, so they add up to the overall metrics."""
+    sizes = list(args.mrl_hidden_sizes)
+    by_size = {str(size): values for size, values in metrics_from_ranks(ranks, sizes, args.metric_ks).items()}
+    if write:
+        export_root = Path(export_root)
+        targets = test_examples[2]
+        report = popularity_report(ranks, sizes, args.metric_ks, target_counts(training_examples[1], targets),
+                                   targets)
+        write_json(export_root / f'test_mrl_metrics{suffix}.json', by_size)
+        write_json(export_root / f'test_metrics{suffix}.json', by_size[str(sizes[-1])])
+        write_json(export_root / f'{POPULARITY_FILE}{suffix}.json', report)
     return by_size
 
 
@@ -68,3 +88,12 @@ def read_run_config(export_root):
 
 def print_table(by_size, title):
     print(f'\n{title}\n' + metrics_table(by_size))
+
+
+def print_popularity_table(export_root, suffix=''):
+    """Print the largest size's per-bucket table from the file results_from_ranks wrote."""
+    path = Path(export_root) / f'{POPULARITY_FILE}{suffix}.json'
+    report = json.loads(path.read_text())
+    size = max(report['by_size'], key=int)
+    print(f'\nSize {size} by target popularity (occurrences as a training target), {path.name}:\n'
+          + popularity_table(report, size))

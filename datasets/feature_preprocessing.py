@@ -1,0 +1,64 @@
+"""--feature_preprocessing: a fixed transform of one frozen feature table before the projection.
+
+    none    the table as it is
+    centre  the mean item row is subtracted
+    whiten  centred, then ZCA-whitened (every direction of the item cloud gets the same variance),
+            with the eigenvalues floored at 1 % of their mean, then scaled so that the mean squared
+            row norm is the input's (1 for L2-normalised features: the learning rate keeps its meaning)
+
+Sentence and image encoders put their embeddings in a narrow cone: a large shared component and a
+few dominant directions. Centring removes the shared part; whitening also evens out the directions,
+while the floor keeps the nearly empty ones (noise, or none at all when N < d) from being blown up.
+
+The input is an (N + 1, d) float32 tensor whose row 0 is the zero padding row; the statistics use the
+item rows 1..N only, row 0 stays exactly zero, and the arithmetic is float64 (deterministic). The map
+is one affine map applied to unique rows, so items with identical features stay identical.
+"""
+import torch
+
+from datasets.features import FeatureTableError
+
+PREPROCESSING = ('none', 'centre', 'whiten')
+EIGENVALUE_FLOOR = 0.01  # times the mean eigenvalue of the item covariance
+
+
+def preprocess_features(table, method, name='feature table'):
+    """The table transformed by `method` (one of PREPROCESSING); 'none' returns `table` itself.
+
+    `name` ('text features', ...) names the table in error messages."""
+    if method not in PREPROCESSING:
+        raise ValueError(f'--feature_preprocessing must be one of {", ".join(PREPROCESSING)}, got {method!r}')
+    if method == 'none':
+        return table
+    if table.ndim != 2 or table.shape[0] < 2:
+        raise FeatureTableError(f'{name}: expected an (N + 1, d) table with N >= 1 items, '
+                                f'got shape {tuple(table.shape)}')
+    if torch.any(table[0] != 0):
+        raise FeatureTableError(f'{name}: row 0 must be the zero padding row before --feature_preprocessing {method}')
+    # Unique rows: each output row is then computed once, so equal items give bit-equal rows.
+    unique, inverse, counts = torch.unique(table[1:].double(), dim=0, return_inverse=True, return_counts=True)
+    if unique.shape[0] == 1:
+        raise FeatureTableError(f'{name}: all {table.shape[0] - 1} item rows are identical, so --feature_preprocessing '
+                                f'{method} would make them all zero; use --feature_preprocessing none or rebuild '
+                                f'the features')
+    weights = counts.double() / counts.sum()  # each unique row counts as often as it occurs
+    centred = unique - weights @ unique
+    if method == 'whiten':
+        centred = _whiten(centred, weights, mean_squared_norm=float(weights @ unique.pow(2).sum(1)))
+    out = torch.zeros(table.shape, dtype=table.dtype)
+    out[1:] = centred[inverse].to(table.dtype)
+    return out
+
+
+def _whiten(centred, weights, mean_squared_norm):
+    """ZCA whitening of centred unique rows (weighted by their multiplicity), floored and rescaled."""
+    covariance = (centred * weights[:, None]).T @ centred
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    eigenvalues = eigenvalues.clamp(min=0)  # tiny negative values are rounding
+    floored = eigenvalues.clamp(min=EIGENVALUE_FLOOR * float(eigenvalues.mean()))
+    # ZCA (V diag(1/sqrt(lambda)) V^T) rather than PCA: no eigenvector sign choices, and the
+    # coordinates stay those of the encoder.
+    zca = (eigenvectors * floored.rsqrt()) @ eigenvectors.T
+    whitened = centred @ zca
+    scale = (mean_squared_norm / float(weights @ whitened.pow(2).sum(1))) ** 0.5
+    return whitened * scale
