@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python scripts/content_study.py` runs from anywhere
 
+from trainer.testing import POPULARITY_FILE  # noqa: E402  (after the path set-up above)
+
 # The cheap configuration: the paper's Beauty preset (2 blocks, r in [0, 0.1], dropout 0.6,
 # weight decay 0.01) at D = 64 with lr 1e-3 and a 10-epoch cosine budget (~15 min a row here).
 BASE = ['--dataset_code', 'beauty', '--mrl_hidden_sizes', '8,16,32,64', '--lru_num_blocks', '2',
@@ -40,12 +42,12 @@ ROWS = [
     ('text', 'base', 'text-only, all fields, features as-is', []),
     ('text_dropout0.3', 'dropout', 'dropout 0.3', ['--lru_dropout', '0.3', '--lru_attn_dropout', '0.3']),
     ('text_dropout0.1', 'dropout', 'dropout 0.1', ['--lru_dropout', '0.1', '--lru_attn_dropout', '0.1']),
+    ('hybrid', 'item representation', 'text features + ID table', HYBRID),
+    ('text_whitened', 'features', 'whitened', ['--feature_preprocessing', 'whiten']),
     ('text_lr1e-4', 'learning rate', 'lr 1e-4', ['--lr', '1e-4']),
     ('text_lr3e-3', 'learning rate', 'lr 3e-3', ['--lr', '3e-3']),
     ('text_centred', 'features', 'mean-centred', ['--feature_preprocessing', 'centre']),
-    ('text_whitened', 'features', 'whitened', ['--feature_preprocessing', 'whiten']),
     ('text_title', 'item text', 'title only', ['--text_fields', 'title']),
-    ('hybrid', 'item representation', 'text features + ID table', HYBRID),
     ('text_lr1e-2', 'learning rate', 'lr 1e-2', ['--lr', '1e-2']),
     ('text_D128', 'width', 'D = 128', ['--mrl_hidden_sizes', '8,16,32,64,128']),
     ('id_D128', 'width', 'ID-only, D = 128', ID_ONLY + ['--mrl_hidden_sizes', '8,16,32,64,128']),
@@ -184,12 +186,47 @@ def report_markdown(results):
     return '\n'.join(lines)
 
 
+def ensure_popularity(folder):
+    """The row's per-popularity test file; rows tested before that file existed are tested again
+    with eval.py (the same checkpoint, so the same overall metrics)."""
+    path = Path(folder) / f'{POPULARITY_FILE}.json'
+    if not path.exists():
+        print(f'{folder.name}: testing again for {path.name}', flush=True)
+        subprocess.run([sys.executable, str(REPO / 'eval.py'), '--export_root', str(folder)], cwd=REPO,
+                       check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, TQDM_DISABLE='1'))
+    return json.loads(path.read_text())
+
+
+def popularity_markdown(results, by_popularity):
+    """Test NDCG@10 and Recall@10 at the largest size per popularity bucket, one row per study row."""
+    any_report = next(iter(by_popularity.values()))
+    buckets = [b for b in any_report['buckets'] if any_report['users'][b]]
+    users = any_report['users']
+    lines = ['| row | ' + ' | '.join(f'NDCG@10 {b} ({users[b]:,} users) | Recall@10 {b}' for b in buckets) + ' |',
+             '|---|' + '---:|---:|' * len(buckets)]
+    for r in results:
+        report = by_popularity.get(r['row'])
+        if report is None:
+            continue
+        largest = report['by_size'][max(report['by_size'], key=int)]
+        cells = [f"{largest[b]['NDCG@10']:.4f} | {largest[b]['Recall@10']:.4f}" for b in buckets]
+        lines.append(f"| {r['row']} | " + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def report(options):
     out = Path(options.out)
     results = [row_result(name, out / name) for name, *_ in ROWS if (out / name / 'args.yaml').exists()]
     if not results:
         raise SystemExit(f'error: no study row has started under {out}/; run `python {__file__} run` first')
+    by_popularity = {r['row']: ensure_popularity(out / r['row']) for r in results if r['finished']}
+    for r in results:
+        if r['row'] in by_popularity:
+            r['by_popularity'] = by_popularity[r['row']]
     table = report_markdown(results)
+    if by_popularity:
+        table += ('\n\nBy popularity of the test target (occurrences among the training targets), largest size:\n\n'
+                  + popularity_markdown(results, by_popularity))
     (out / 'study.md').write_text(table + '\n')
     (out / 'study.json').write_text(json.dumps(results, indent=2) + '\n')
     print(table)
