@@ -16,7 +16,8 @@ import yaml
 from config import ConfigError, build_parser, finalize, parse_args
 from datasets.features import FeatureTableError
 from datasets.p5 import DataError
-from trainer.distributed import init_distributed, sharded_ranks, shutdown, wrap_model
+from trainer.compile import check_compile, compile_for_training
+from trainer.distributed import init_distributed, main_first, sharded_ranks, shutdown, wrap_model
 from trainer.setup import build_model, load_data, modality_name
 from trainer.testing import (CheckpointError, load_checkpoint, load_model_weights, print_popularity_table, print_table,
                              results_from_ranks, test_best)
@@ -121,13 +122,15 @@ def prepare_run_folder(args, write=True):
     write_yaml(root / 'args.yaml', current)
 
 
-def load_resume_state(trainer, path, device, current_config):
+def load_resume_state(trainer, path, current_config):
     """Restore `trainer` from the recent checkpoint at `path`, or say exactly what is wrong with it."""
     what_to_do = (f'Checkpoints are written atomically, so this is damage from outside training (disk, '
                   f'copy, another program). Restore the file, or delete it to restart the run from its '
                   f'first epoch with the same command.')
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=False)
+        # To the CPU: load_state_dict then copies the weights and the AdamW state to the parameters'
+        # devices, and the RNG states must be CPU tensors (whatever device saved them).
+        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as error:  # truncated, foreign or unreadable file
         raise CheckpointError(f'cannot resume: {path} is corrupt or not a checkpoint '
                               f'({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}). '
@@ -143,7 +146,7 @@ def load_resume_state(trainer, path, device, current_config):
                               f'or start a new run in another --export_root.')
     try:
         trainer.load_state(checkpoint)
-    except (KeyError, RuntimeError, ValueError) as error:
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
         raise CheckpointError(f'cannot resume: {path} does not fit this model '
                               f'({str(error).splitlines()[0]}). {what_to_do}') from None
 
@@ -165,7 +168,7 @@ def test_best_sharded(args, model, test_examples, training_examples, device, gro
     gathered on every rank, and rank 0 writes the files (popularity buckets included)."""
     root = Path(args.export_root)
     path = root / 'models' / BEST_CHECKPOINT
-    load_model_weights(model, load_checkpoint(path, device), path)
+    load_model_weights(model, load_checkpoint(path, 'cpu'), path)  # copied to the model's device
     ranks = sharded_ranks(model, test_examples, len(args.mrl_hidden_sizes), args.test_batch_size, device, group,
                           args.mask_history, args.amp, 'test')
     return results_from_ranks(args, ranks, test_examples, training_examples, root, write=group.is_main)
@@ -175,8 +178,10 @@ def run(argv, group, device):
     args = resume_arguments(argv)
     say = print if group.is_main else (lambda *_, **__: None)
     args.resolved_device = str(device)
+    check_compile(args.compile, device)
     set_seed(args.seed)
-    data, splits, features = load_data(args)
+    # Rank 0 generates the demo or builds missing feature caches alone; the others then read them.
+    data, splits, features = main_first(group, lambda: load_data(args))
     say(f'{args.dataset_code}: {data.num_users} users, {data.num_items} items, '
         f'{data.num_interactions} interactions; features: {modality_name(args)}; device {device}'
         + (f' x {group.world_size} processes' if group.enabled else ''))
@@ -188,11 +193,11 @@ def run(argv, group, device):
     trainer = Trainer(args, model, splits, args.export_root, device, config_dict(args), group)
     recent = Path(args.export_root) / 'models' / RECENT_CHECKPOINT
     if args.resume and recent.exists():
-        load_resume_state(trainer, recent, device, config_dict(args))
+        load_resume_state(trainer, recent, config_dict(args))
         say(f'resumed {args.export_root} after epoch {trainer.epoch} (step {trainer.global_step})')
     trainer.train_module = wrap_model(model, group, device)
     if args.compile:
-        trainer.train_module = torch.compile(trainer.train_module)
+        trainer.train_module = compile_for_training(trainer.train_module)
     say(f'run folder: {args.export_root}')
     try:
         trainer.fit()

@@ -124,7 +124,7 @@ def projected_chunk_count(widths, rows, feature_dim, num_rows):
     direct_cost = [2 * num_rows * c * (2 * feature_dim + 3 * rows) for c in widths]
     factored_cost = [4 * rows * feature_dim * num_rows + 6 * rows * c * feature_dim for c in widths]
     totals = [sum(direct_cost[:m]) + sum(factored_cost[m:]) for m in range(len(widths) + 1)]
-    return min(range(len(totals)), key=totals.__getitem__)
+    return totals.index(min(totals))  # the first minimum; min(key=...) would break a torch.compile graph
 
 
 def nested_cross_entropy(hidden, table, targets, widths, features=None, tail_weight=None):

@@ -12,6 +12,7 @@ Semantics (docs/distributed.md):
 """
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -64,6 +65,9 @@ class ProcessGroup:
 
 
 SINGLE_PROCESS = ProcessGroup()
+# How long the other ranks wait for rank 0 to build the feature tables with an encoder: that can take
+# far longer than the collectives' default timeout (10 minutes under NCCL).
+MAIN_FIRST_TIMEOUT = timedelta(hours=24)
 
 
 def launched_by_torchrun():
@@ -87,6 +91,39 @@ def init_distributed(device_name):
     else:
         dist.init_process_group('gloo')
     return group, device
+
+
+def main_first(group, work):
+    """work() on rank 0 first, then on the other ranks: what rank 0 builds and caches (the demo
+    data, the feature tables), the others then only read, instead of all racing on the same files.
+    If rank 0 fails, it raises its own error and the others stop with exit status 1 once rank 0 has
+    gone (so that rank 0's message is out before torchrun stops the job)."""
+    if not group.enabled:
+        return work()
+    # A CPU (gloo) group of its own, so that the wait has its own, long timeout on NCCL runs too.
+    waiting = dist.new_group(backend='gloo', timeout=MAIN_FIRST_TIMEOUT)
+    if group.is_main:
+        try:
+            result = work()
+        except BaseException:
+            _tell_others(waiting, False)
+            raise
+        _tell_others(waiting, True)  # the group is left to shutdown(): closing it now could cut the message
+        return result
+    if not _tell_others(waiting, None):
+        try:
+            dist.barrier(group=waiting)  # rank 0 never joins: this ends when rank 0's process does
+        except RuntimeError:
+            pass
+        raise SystemExit(1)
+    return work()
+
+
+def _tell_others(waiting, succeeded):
+    """Rank 0's `succeeded`, on every rank of `waiting`."""
+    message = [succeeded]
+    dist.broadcast_object_list(message, src=0, group=waiting)
+    return message[0]
 
 
 def shutdown(group):

@@ -6,11 +6,9 @@ of an epoch. It holds everything the rest of the run depends on (model, optimize
 counters, early-stopping state, every RNG state); the data order is a function of (seed, epoch).
 So a run killed anywhere and resumed replays the interrupted epoch exactly (see docs/resume.md).
 """
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -18,6 +16,7 @@ from model.packing import pack_batch
 from trainer.distributed import SINGLE_PROCESS, local_share, sharded_evaluate
 from trainer.loggers import MetricLoggers
 from trainer.optim import build_optimizer, cosine_with_warmup
+from trainer.rng import restore_rng_states, rng_states
 from utils.io import atomic_torch_save
 from utils.runtime import autocast, kill_self, planned_fault, set_seed
 
@@ -40,25 +39,10 @@ class NonFiniteLossError(RuntimeError):
                          f'batch {batch})')
 
 
-def rng_states():
-    states = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states['cuda'] = torch.cuda.get_rng_state_all()
-    return states
-
-
 def rank_seed(seed, rank, epoch=0):
     """The seed of rank > 0's own random stream (dropout differs across ranks; rank 0 keeps the
     stream of a 1-process run)."""
     return seed + 7919 * rank + 104729 * epoch
-
-
-def restore_rng_states(states):
-    random.setstate(states['python'])
-    np.random.set_state(states['numpy'])
-    torch.set_rng_state(states['torch'])
-    if 'cuda' in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states['cuda'])
 
 
 class Trainer:
@@ -168,7 +152,7 @@ class Trainer:
             'scheduler_state_dict': self.scheduler.state_dict(),
             'epoch': self.epoch, 'global_step': self.global_step,
             'best_value': self.best_value, 'best_epoch': self.best_epoch, 'bad_epochs': self.bad_epochs,
-            'rng_states': rng_states(), 'rng_states_by_rank': self.rng_states_by_rank,
+            'rng_states': rng_states(self.device), 'rng_states_by_rank': self.rng_states_by_rank,
             'world_size': self.group.world_size, 'config': self.config_dict,
         }
 
@@ -195,18 +179,24 @@ class Trainer:
 
     def restore_rank_rng_states(self, checkpoint):
         """This rank's RNG states. A run resumed with another number of processes continues with
-        fresh per-rank dropout streams (training goes on correctly, not bit for bit)."""
+        fresh per-rank dropout streams (training goes on correctly, not bit for bit); so does one
+        moved between the CPU and a GPU (trainer/rng.py), which is said once."""
+        fallback_seed = rank_seed(self.args.seed, self.group.rank, self.epoch)
         by_rank = checkpoint.get('rng_states_by_rank')
         if by_rank is not None and len(by_rank) == self.group.world_size:
-            restore_rng_states(by_rank[self.group.rank])
+            self.report_rng(restore_rng_states(by_rank[self.group.rank], self.device, fallback_seed))
             return
-        restore_rng_states(checkpoint['rng_states'])
+        self.report_rng(restore_rng_states(checkpoint['rng_states'], self.device, fallback_seed))
         if self.group.world_size != checkpoint.get('world_size', 1):
             if self.is_main:
                 print(f'resuming with {self.group.world_size} processes a run saved with '
                       f'{checkpoint.get("world_size", 1)}: same data and batches, new dropout streams')
             if self.group.rank > 0:
                 set_seed(rank_seed(self.args.seed, self.group.rank, self.epoch))
+
+    def report_rng(self, note):
+        if note and self.is_main:
+            print(f'resuming: {note}')
 
     # ---- the loop ------------------------------------------------------------------------
     def should_stop(self):
@@ -235,7 +225,7 @@ class Trainer:
                 else:
                     self.bad_epochs += 1
                 if self.group.enabled:  # a collective: every rank takes part, rank 0 saves
-                    self.rng_states_by_rank = self.group.gather_objects(rng_states())
+                    self.rng_states_by_rank = self.group.gather_objects(rng_states(self.device))
                 if self.is_main:
                     if improved:
                         self.save(BEST_CHECKPOINT)
