@@ -44,17 +44,17 @@ ROWS = [
     ('text_dropout0.1', 'dropout', 'dropout 0.1', ['--lru_dropout', '0.1', '--lru_attn_dropout', '0.1']),
     ('hybrid', 'item representation', 'text features + ID table', HYBRID),
     ('text_whitened', 'features', 'whitened', ['--feature_preprocessing', 'whiten']),
-    ('text_lr1e-4', 'learning rate', 'lr 1e-4', ['--lr', '1e-4']),
     ('text_lr3e-3', 'learning rate', 'lr 3e-3', ['--lr', '3e-3']),
+    ('text_lr1e-4', 'learning rate', 'lr 1e-4', ['--lr', '1e-4']),
     ('text_centred', 'features', 'mean-centred', ['--feature_preprocessing', 'centre']),
     ('text_title', 'item text', 'title only', ['--text_fields', 'title']),
-    ('text_lr1e-2', 'learning rate', 'lr 1e-2', ['--lr', '1e-2']),
     ('text_D128', 'width', 'D = 128', ['--mrl_hidden_sizes', '8,16,32,64,128']),
+    ('text_epochs', 'epochs', 'budget 20, stop after 3 epochs without gain',
+     ['--num_epochs', '20', '--early_stopping_patience', '3']),
+    ('text_lr1e-2', 'learning rate', 'lr 1e-2', ['--lr', '1e-2']),
     ('id_D128', 'width', 'ID-only, D = 128', ID_ONLY + ['--mrl_hidden_sizes', '8,16,32,64,128']),
-    ('text_epochs', 'epochs', 'budget 30, stop after 3 epochs without gain',
-     ['--num_epochs', '30', '--early_stopping_patience', '3']),
-    ('id_epochs', 'epochs', 'ID-only, budget 30, stop after 3 epochs without gain',
-     ID_ONLY + ['--num_epochs', '30', '--early_stopping_patience', '3']),
+    ('id_epochs', 'epochs', 'ID-only, budget 20, stop after 3 epochs without gain',
+     ID_ONLY + ['--num_epochs', '20', '--early_stopping_patience', '3']),
 ]
 ROW_BY_NAME = {row[0]: row for row in ROWS}
 
