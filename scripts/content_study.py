@@ -36,21 +36,28 @@ BASE = ['--dataset_code', 'beauty', '--mrl_hidden_sizes', '8,16,32,64', '--lru_n
 ID_ONLY = ['--use_language_encoder', 'False']
 HYBRID = ['--item_id_embedding', 'True']
 
+DROPOUT_01 = ['--lru_dropout', '0.1', '--lru_attn_dropout', '0.1']
+
 # (row, factor, what changes, options after BASE); text rows use the MiniLM features.
 ROWS = [
     ('id', 'control', 'ID-only (no features)', ID_ONLY),
     ('text', 'base', 'text-only, all fields, features as-is', []),
     ('text_dropout0.3', 'dropout', 'dropout 0.3', ['--lru_dropout', '0.3', '--lru_attn_dropout', '0.3']),
-    ('text_dropout0.1', 'dropout', 'dropout 0.1', ['--lru_dropout', '0.1', '--lru_attn_dropout', '0.1']),
+    ('text_dropout0.1', 'dropout', 'dropout 0.1', DROPOUT_01),
     ('hybrid', 'item representation', 'text features + ID table', HYBRID),
     ('text_whitened', 'features', 'whitened', ['--feature_preprocessing', 'whiten']),
+    # the best single change (dropout 0.1) for the other two representations: the comparison at
+    # the study's best configuration
+    ('id_dropout0.1', 'best configuration', 'ID-only, dropout 0.1', ID_ONLY + DROPOUT_01),
+    ('hybrid_dropout0.1', 'best configuration', 'hybrid, dropout 0.1', HYBRID + DROPOUT_01),
     ('text_lr3e-3', 'learning rate', 'lr 3e-3', ['--lr', '3e-3']),
     ('text_lr1e-4', 'learning rate', 'lr 1e-4', ['--lr', '1e-4']),
     ('text_centred', 'features', 'mean-centred', ['--feature_preprocessing', 'centre']),
     ('text_title', 'item text', 'title only', ['--text_fields', 'title']),
-    ('text_D128', 'width', 'D = 128', ['--mrl_hidden_sizes', '8,16,32,64,128']),
     ('text_epochs', 'epochs', 'budget 20, stop after 3 epochs without gain',
      ['--num_epochs', '20', '--early_stopping_patience', '3']),
+    ('text_D128', 'width', 'D = 128', ['--mrl_hidden_sizes', '8,16,32,64,128']),
+    ('text_dropout0.0', 'dropout', 'dropout 0', ['--lru_dropout', '0.0', '--lru_attn_dropout', '0.0']),
     ('text_lr1e-2', 'learning rate', 'lr 1e-2', ['--lr', '1e-2']),
     ('id_D128', 'width', 'ID-only, D = 128', ID_ONLY + ['--mrl_hidden_sizes', '8,16,32,64,128']),
     ('id_epochs', 'epochs', 'ID-only, budget 20, stop after 3 epochs without gain',
@@ -97,7 +104,7 @@ def start_row(name, options, lock):
     command = [sys.executable, str(REPO / 'train.py')] + row_argv(name, options)
     log.write(f'\n$ {" ".join(command)}\n')
     log.flush()
-    env = dict(os.environ, OMP_NUM_THREADS=str(options.threads), HF_HUB_OFFLINE='1', TQDM_DISABLE='1')
+    env = dict(os.environ, OMP_NUM_THREADS=str(options.threads), HF_HUB_OFFLINE='1')
     process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
                                pass_fds=(lock.fileno(),), start_new_session=True)
     log.close()
@@ -192,8 +199,10 @@ def ensure_popularity(folder):
     path = Path(folder) / f'{POPULARITY_FILE}.json'
     if not path.exists():
         print(f'{folder.name}: testing again for {path.name}', flush=True)
-        subprocess.run([sys.executable, str(REPO / 'eval.py'), '--export_root', str(folder)], cwd=REPO,
-                       check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, TQDM_DISABLE='1'))
+        done = subprocess.run([sys.executable, str(REPO / 'eval.py'), '--export_root', str(folder)], cwd=REPO,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f'error: eval.py failed on {folder}:\n' + '\n'.join(done.stderr.splitlines()[-5:]))
     return json.loads(path.read_text())
 
 
