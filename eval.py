@@ -14,13 +14,20 @@ import json
 import sys
 from pathlib import Path
 
-from config import EXPERIMENT_ROOT, build_parser, finalize, str2bool
+from config import EXPERIMENT_ROOT, ConfigError, build_parser, finalize, str2bool
+from datasets.features import FeatureTableError
+from datasets.p5 import DataError
 from trainer.setup import build_model, load_data
 from trainer.testing import CheckpointError, print_popularity_table, print_table, read_run_config, test_best
 from trainer.trainer import BEST_CHECKPOINT
 from utils.io import atomic_write_text
 from utils.plots import plot_metrics_by_size
-from utils.runtime import resolve_device
+from utils.io import DiskFullError
+from utils.runtime import DeviceError, resolve_device
+
+# What stops an evaluation with one line: a bad run folder, checkpoint (NaN weights included), data,
+# feature table, device or option, or a full disk (the files written before are intact).
+USER_ERRORS = (CheckpointError, DataError, FeatureTableError, DeviceError, ConfigError, DiskFullError)
 
 
 def parse_eval_args(argv):
@@ -111,8 +118,8 @@ def main(argv=None):
     if options.export_root:
         try:
             return evaluate_run(options.export_root, options)
-        except CheckpointError as error:
-            raise SystemExit(str(error)) from None
+        except USER_ERRORS as error:
+            raise SystemExit(f'error: {error.strerror if isinstance(error, DiskFullError) else error}') from None
     runs = [r for r in find_runs(options.experiments_root)
             if options.force or options.eval_mode in ('plot', 'summary') or not (r / 'test_mrl_metrics.json').exists()]
     if not runs:
@@ -120,7 +127,7 @@ def main(argv=None):
     for run in runs:
         try:
             evaluate_run(run, options)
-        except (CheckpointError, SystemExit) as error:
+        except USER_ERRORS + (SystemExit,) as error:
             print(f'skipping {run}: {error}')
 
 

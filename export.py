@@ -25,9 +25,9 @@ from eval import run_args
 from model.fmrlrec import FMRLRec
 from model.slicing import SizeError, item_table_at, model_options, size_position, sliced_state_dict
 from trainer.setup import build_model, dataset_dir, load_features, modality_name
-from trainer.testing import CheckpointError, load_checkpoint, load_model_weights, read_run_config
+from trainer.testing import CheckpointError, load_checkpoint, load_model_weights, non_finite_names, read_run_config
 from trainer.trainer import BEST_CHECKPOINT
-from utils.io import atomic_write_bytes
+from utils.io import DiskFullError, atomic_write_bytes
 
 EXPORT_FORMAT = 'fmrlrec-export'
 EXPORT_VERSION = 2  # 2: 'item_id_embedding' (hybrid models exported with --keep_features)
@@ -140,7 +140,8 @@ def check_run_size(export_root, size):
 def load_run_size(export_root, size, data_root=None, device='cpu'):
     """The size-`size` model of a run, exactly as its export file would load."""
     check_run_size(export_root, size)
-    return model_from_export(export_run(export_root, size, data_root), device)
+    return model_from_export(export_run(export_root, size, data_root), device,
+                             source=Path(export_root) / 'models' / BEST_CHECKPOINT)
 
 
 def export_bytes(bundle):
@@ -194,8 +195,20 @@ def read_export(path):
     return bundle
 
 
-def model_from_export(bundle, device='cpu'):
-    """Rebuild the size-s model from an export dict; dropout is 0 and the model is in eval mode."""
+def check_finite(bundle, source):
+    """ExportError when the size-s model's weights or features hold NaN or infinite values: such a
+    model would rank items by NaN scores, so it is never served or written."""
+    bad = non_finite_names({**bundle['state_dict'], 'item_features': bundle.get('item_features')})
+    if bad:
+        raise ExportError(f'{source}: the size-{bundle["size"]} model holds NaN or infinite values '
+                          f'({", ".join(bad[:3])}{", ..." if len(bad) > 3 else ""}), so it cannot rank items. Export a '
+                          f'checkpoint with finite weights (python eval.py --export_root RUN stops on one without).')
+
+
+def model_from_export(bundle, device='cpu', source='the export'):
+    """Rebuild the size-s model from an export dict; dropout is 0 and the model is in eval mode.
+    Refuses (ExportError) a model with non-finite weights."""
+    check_finite(bundle, source)
     with torch.random.fork_rng(devices=[]):  # the throwaway initialisation must not move the global RNG
         model = FMRLRec(bundle['num_items'], bundle['sizes'], text_features=bundle['item_features'],
                         num_blocks=bundle['num_blocks'], dropout=0.0, attn_dropout=0.0, bias=bundle['bias'],
@@ -209,7 +222,7 @@ def model_from_export(bundle, device='cpu'):
 
 
 def load_export(path, device='cpu'):
-    return model_from_export(read_export(path), device)
+    return model_from_export(read_export(path), device, source=path)
 
 
 def parse_export_args(argv):
@@ -230,6 +243,9 @@ def main(argv=None):
     try:
         run_sizes = read_run_config(root)['mrl_hidden_sizes']  # check --size before the slow loading
         sizes = run_sizes if options.size == 'all' else [_size_argument(options.size, run_sizes)]
+        if options.size != 'all' and options.out and Path(options.out).is_dir():
+            raise ExportError(f'--out {options.out} is a folder; give a file name such as '
+                              f'{Path(options.out) / f"model_{sizes[0]}.pt"} (--size all writes into a folder)')
         loaded = load_run(root, options.data_root)
         written = []
         for size in sizes:
@@ -238,13 +254,25 @@ def main(argv=None):
             else:
                 out = Path(options.out or root / 'exports' / f'model_{size}.pt')
             bundle = export_run(root, size, keep_features=options.keep_features, loaded=loaded)
-            atomic_write_bytes(out, export_bytes(bundle))
+            check_finite(bundle, root / 'models' / BEST_CHECKPOINT)
+            _write_export(out, bundle)
             print(f'wrote {out}: size {size}, {parameter_total(bundle):,} numbers of model state '
                   f'({bundle["item_input"]}), {out.stat().st_size / 1e6:.3f} MB')
             written.append(out)
         return written
-    except RUN_ERRORS as error:
-        raise SystemExit(str(error)) from None
+    except RUN_ERRORS + (ExportError,) as error:
+        raise SystemExit(f'error: {error}') from None
+
+
+def _write_export(out, bundle):
+    """Write atomically; ExportError in one line when the file cannot be written (the old one stays)."""
+    try:
+        atomic_write_bytes(out, export_bytes(bundle))
+    except DiskFullError as error:
+        raise ExportError(f'{error.strerror}; nothing was written. Free some space or choose another --out.') from None
+    except OSError as error:
+        raise ExportError(f'cannot write {out}: {error.strerror or error} ({error.filename or out}). Choose another '
+                          f'--out, a file in a folder you can write.') from None
 
 
 def _size_argument(text, sizes):

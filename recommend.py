@@ -6,10 +6,14 @@
 
 History items are ASINs or item ids; a token that is an ASIN of the catalogue is read as the ASIN,
 otherwise as an id. A history file holds one user per line, oldest item first, items separated by
-commas or spaces, optionally after a label and a tab (`alice<TAB>B004756YJA,B004ZT0SSG`); blank
-lines are skipped; `-` reads standard input. The user's own history is excluded from the ranking
-unless --include_history. With --json each user gets one output line: a JSON list of
-{"item", "asin", "score", "title"}, best first, in input order.
+commas or spaces, optionally after a label and a tab (`alice<TAB>B004756YJA,B004ZT0SSG`); `-` reads
+standard input. Every user needs at least one item, so a blank line is refused (blank lines at the
+end are ignored). The user's own history is excluded from the ranking unless --include_history.
+With --json each user gets one output line, in input order: {"user": label, "items": [{"item",
+"asin", "score", "title"}, ...]}, best first; an unlabelled line's label is "line N".
+What the model cannot do is said on standard error: a history longer than the model's input (its
+last items are used), fewer than --k items left to recommend, users left without a known item by
+--skip_unknown (they get an empty list).
 """
 import argparse
 import json
@@ -22,6 +26,7 @@ import torch
 
 from export import RUN_ERRORS, ExportError, load_export, load_run_size
 from model.packing import pack_last_position
+from utils.runtime import DeviceError, resolve_device
 
 _SEPARATORS = re.compile(r'[,\s]+')
 
@@ -115,19 +120,60 @@ class Recommender:
 
 
 def read_history_lines(path):
-    """[(label, history text)] from a history file ('-' = standard input)."""
+    """[(label, history text, where)] from a history file ('-' = standard input). A blank line
+    between users is refused: --json writes one line per user, and the lines would stop matching."""
     handle = sys.stdin if str(path) == '-' else open(path, encoding='utf-8')
     try:
-        users = []
+        users, first_blank = [], None
         for number, line in enumerate(handle, start=1):
             if not line.strip():
+                first_blank = first_blank or number
                 continue
+            if first_blank is not None:
+                raise HistoryError(f'{path}, line {first_blank}: blank line. Each line is one user (and --json writes '
+                                   f'one line per user, in order); remove it, or put that user\'s items there.')
             label, tab, items = line.rstrip('\n').partition('\t')
-            users.append((label, items) if tab else (f'line {number}', line))
+            users.append((label, items, f'{path}, line {number}') if tab
+                         else (f'line {number}', line, f'{path}, line {number}'))
         return users
     finally:
         if handle is not sys.stdin:
             handle.close()
+
+
+def parse_histories(recommender, users, skip_unknown):
+    """Item ids per user; HistoryError naming the line of an unknown item or an empty history."""
+    histories = []
+    for label, text, where in users:
+        try:
+            history = recommender.parse_history(text, skip_unknown)
+        except HistoryError as error:
+            raise HistoryError(f'{where} ({label}): {error} (use --skip_unknown to drop such items)') from None
+        if not text.strip(' ,\t\n'):
+            raise HistoryError(f'{where} ({label}): no history items; give at least one ASIN or item id per user '
+                               f'(the model has nothing else to go on)')
+        histories.append(history)
+    return histories
+
+
+def limits_notes(recommender, labels, histories, all_records, k, exclude_history):
+    """One line per thing the model could not do as asked (said on standard error, never silently)."""
+    notes = []
+    emptied = [label for label, history in zip(labels, histories) if not history]
+    if emptied:
+        notes.append(f'note: {len(emptied)} user(s) have no item this model knows ({", ".join(emptied[:3])}'
+                     f'{", ..." if len(emptied) > 3 else ""}); --skip_unknown dropped them all, so they get an empty list')
+    longer = sum(len(history) > recommender.max_len for history in histories)
+    if longer:
+        notes.append(f'note: {longer} user(s) have more history items than the model reads ({recommender.max_len}, '
+                     f'its --lru_max_len): their last {recommender.max_len} are used'
+                     + (', and all of them are excluded from the ranking' if exclude_history else ''))
+    short = sum(len(records) < k for records, history in zip(all_records, histories) if history)
+    if short:
+        less = ', less the history items excluded from the ranking' if exclude_history else ''
+        notes.append(f'note: {short} user(s) get fewer than --k {k} items: the catalogue has '
+                     f'{recommender.num_items} items{less}')
+    return notes
 
 
 def format_text(label, records, history_length):
@@ -181,24 +227,25 @@ def main(argv=None):
 
 def recommend(options):
     try:
+        device = resolve_device(options.device)
         exported = (load_export(options.model) if options.model is not None
                     else load_run_size(options.export_root, options.size, options.data_root))
-        recommender = Recommender(exported, options.device)
-        users = ([('history', options.history)] if options.history is not None
+        recommender = Recommender(exported, device)
+        users = ([('history', options.history, '--history')] if options.history is not None
                  else read_history_lines(options.history_file))
-        histories = []
-        for label, text in users:
-            try:
-                histories.append(recommender.parse_history(text, options.skip_unknown))
-            except HistoryError as error:
-                raise HistoryError(f'{label}: {error} (use --skip_unknown to drop such items)') from None
-    except (ExportError, HistoryError, OSError) + RUN_ERRORS as error:
-        raise SystemExit(str(error)) from None
+        histories = parse_histories(recommender, users, options.skip_unknown)
+    except (ExportError, HistoryError, DeviceError, OSError) + RUN_ERRORS as error:
+        raise SystemExit(f'error: {error}') from None
     items, values = recommender.top_k(histories, options.k, not options.include_history, options.batch_size)
-    all_records = recommender.records(items, values)
+    all_records = [records if history else []  # no known item: nothing to go on, not a generic list
+                   for records, history in zip(recommender.records(items, values), histories)]
+    labels = [label for label, _, _ in users]
+    for note in limits_notes(recommender, labels, histories, all_records, options.k, not options.include_history):
+        print(note, file=sys.stderr)
     out = []
-    for (label, _), history, records in zip(users, histories, all_records):
-        out.append(json.dumps(records) if options.json else format_text(label, records, len(history)))
+    for label, history, records in zip(labels, histories, all_records):
+        out.append(json.dumps({'user': label, 'items': records}) if options.json
+                   else format_text(label, records, len(history)))
     print(('\n' if options.json else '\n\n').join(out))
     return all_records
 

@@ -3,6 +3,7 @@
 Every problem with a file raises `DataError` naming the file, the line and what to do.
 """
 import ast
+import difflib
 import gzip
 import json
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+KNOWN_CODES = ('beauty', 'clothing', 'sports', 'toys', 'demo')  # the paper's four, and the synthetic demo
 MIN_SEQUENCE_LENGTH = 3  # leave-one-out needs a training item, a validation item and a test item
 INTEGER = re.compile(r'-?[0-9]+')  # plain ASCII integers only (int() would also take '1_0' or '٣')
 
@@ -70,6 +72,7 @@ def read_sequences(path, num_items=None):
     """user id -> item ids from lines `user item item ...`, checked line by line."""
     _require(path, 'one line per user: user_id item_id item_id ...')
     sequences = {}
+    first_blank = None  # blank lines at the end are harmless; one followed by users may be a lost user
     with open(path, 'rb') as handle:
         for line_number, raw in enumerate(handle, start=1):
             try:
@@ -78,8 +81,14 @@ def read_sequences(path, num_items=None):
                 raise DataError(f'{path}, line {line_number}: not text (undecodable bytes). The file must be '
                                 f'plain text lines `user_id item_id item_id ...`; restore it from the P5 '
                                 f'release.') from None
-            if line.strip():
-                _check_sequence_line(path, line_number, line, sequences, num_items)
+            if not line.strip():
+                first_blank = first_blank or line_number
+                continue
+            if first_blank is not None:
+                raise DataError(f'{path}, line {first_blank}: empty line between users, where a user\'s line may '
+                                f'have been lost. Each line must be `user_id item_id item_id ...`; delete the empty '
+                                f'line if no user is missing, or restore the file from the P5 release.')
+            _check_sequence_line(path, line_number, line, sequences, num_items)
     if not sequences:
         raise DataError(f'{path} holds no sequences. Each line must be `user_id item_id item_id ...`.')
     return sequences
@@ -112,14 +121,36 @@ def _check_sequence_line(path, line_number, line, sequences, num_items):
 def load_p5(data_dir):
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f'dataset folder {data_dir} does not exist. Check --data_root and '
-                        f'--dataset_code, or see docs/data.md for how to get the data.')
+        raise DataError(missing_dataset_message(data_dir))
     id2item = read_datamaps(data_dir / 'datamaps.json')
     num_items = max(id2item) if id2item else 0
     if sorted(id2item) != list(range(1, num_items + 1)):
         raise DataError(f'{data_dir / "datamaps.json"}: item ids are not 1..{num_items} without gaps.')
     sequences = read_sequences(data_dir / 'sequential_data.txt', num_items)
     return SequenceData(data_dir, sequences, num_items, id2item)
+
+
+def missing_dataset_message(data_dir):
+    """Why <data_root>/<code> is not there: the known codes, the folders that are, the closest name."""
+    code, root = data_dir.name, data_dir.parent
+    present = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    close = difflib.get_close_matches(code, sorted(set(KNOWN_CODES) | set(present)), n=1)
+    guess = f' Did you mean --dataset_code {close[0]}?' if close else ''
+    where = (f'{root} holds {", ".join(present)}' if present else f'{root} holds no dataset folder'
+             if root.is_dir() else f'--data_root {root} does not exist')
+    return (f'dataset folder {data_dir} does not exist.{guess} --dataset_code is one of {", ".join(KNOWN_CODES)}, '
+            f'or the name of a folder under --data_root ({where}); docs/data.md says how to get the data.')
+
+
+def metadata_warning(data_dir):
+    """None when <data_dir>/meta.json.gz reads whole; a warning sentence when it is missing (it is
+    optional: ID-only runs and feature tables already built do not need it); DataError when broken."""
+    path = Path(data_dir) / 'meta.json.gz'
+    if not path.exists():
+        return (f'warning: {path} is missing: training does not need it, but exports and recommend.py will show '
+                f'no titles, and text features cannot be built from it. python -m datasets.prepare writes it.')
+    read_meta(path)
+    return None
 
 
 def read_meta(path):

@@ -84,15 +84,17 @@ def test_batches_give_the_same_answer_as_one_by_one(recommender):
 
 def test_json_output_from_a_file_of_users(deployed, tmp_path, capsys):
     users = tmp_path / 'users.txt'
-    users.write_text('alice\tDEMO000005,DEMO000007\n\n12 13 14\n')
+    users.write_text('alice\tDEMO000005,DEMO000007\n12 13 14\n\n')  # a blank line at the end is no user
     records = recommend_script.main(['--model', str(deployed[1]), '--history_file', str(users), '--k', '4', '--json'])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 == len(records)
-    first = json.loads(lines[0])
+    alice, second = json.loads(lines[0]), json.loads(lines[1])
+    assert alice['user'] == 'alice' and second['user'] == 'line 2'  # the input's labels, in input order
+    first = alice['items']
     assert len(first) == 4 and set(first[0]) == {'item', 'asin', 'score', 'title'}
     assert first[0]['asin'] == f'DEMO{first[0]["item"]:06d}' and first[0]['title'].startswith('Demo item')
     assert [r['score'] for r in first] == sorted((r['score'] for r in first), reverse=True)
-    assert not {r['item'] for r in json.loads(lines[1])} & {12, 13, 14}
+    assert not {r['item'] for r in second['items']} & {12, 13, 14}
 
 
 def test_text_output_and_the_run_folder_agree_with_the_file(deployed, capsys):
@@ -115,7 +117,7 @@ def test_dataset_without_metadata_gives_null_titles(demo_root, tmp_path, capsys)
     export_script.main(['--export_root', str(run), '--size', '8', '--out', str(out)])
     capsys.readouterr()
     recommend_script.main(['--model', str(out), '--history', '3,4', '--k', '2', '--json'])
-    records = json.loads(capsys.readouterr().out)
+    records = json.loads(capsys.readouterr().out)['items']
     assert [r['title'] for r in records] == [None, None] and records[0]['asin'].startswith('DEMO')
 
 

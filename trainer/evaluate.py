@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from model.packing import pack_last_position
-from trainer.metrics import metric_sums, ordered_metric_names, target_ranks
+from trainer.metrics import UNRANKED, NonFiniteScoresError, metric_sums, ordered_metric_names, target_ranks
 from utils.runtime import autocast
 
 
@@ -63,9 +63,13 @@ def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, de
 
 
 def metrics_from_ranks(ranks, sizes, ks):
-    """{size: {metric: mean over users}} from (M, U) ranks."""
+    """{size: {metric: mean over users}} from (M, U) ranks; NonFiniteScoresError, naming the sizes,
+    when some users could not be ranked (their scores were not finite)."""
     order = ordered_metric_names(ks)
     count = ranks.shape[1]
+    unranked = (ranks == UNRANKED).sum(dim=1).tolist()
+    if any(unranked):
+        raise NonFiniteScoresError({size: n for size, n in zip(sizes, unranked) if n}, count)
     result = {}
     for index, size in enumerate(sizes):
         sums = metric_sums(ranks[index].cpu(), ks)

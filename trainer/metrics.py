@@ -4,17 +4,33 @@ import math
 import torch
 
 METRIC_NAMES = ('Recall', 'NDCG', 'MRR')
+UNRANKED = 0  # the rank of a user whose scores are not all finite: no metric may be computed from it
+
+
+class NonFiniteScoresError(ValueError):
+    """Some users' scores hold NaN or +inf (or a non-finite target score) at some sizes: the model's
+    weights or inputs are broken, and no metric computed from these scores would mean anything."""
+
+    def __init__(self, users_by_size, num_users):
+        self.users_by_size, self.num_users = users_by_size, num_users
+        where = ', '.join(f'{size} ({count} of {num_users} users)' for size, count in users_by_size.items())
+        super().__init__(f'the scores are NaN or infinite at size{"s" if len(users_by_size) > 1 else ""} {where}')
 
 
 def target_ranks(scores, targets):
     """1-based rank of each target among all items: 1 + number of items scored strictly higher.
 
     Ranks by counting instead of sorting (ties count in the target's favour, as a stable sort
-    that puts the target first would). NaN scores never outrank the target.
+    that puts the target first would). A row holding NaN or +inf, or whose target scores
+    -inf, gets UNRANKED (0): NaN never compares higher, so counting alone would rank its target
+    first. -inf elsewhere is a masked item (padding, history) and is fine.
     """
     target_scores = scores.gather(1, targets.unsqueeze(1))
     # Counting in int32 is ~4x faster than the default int64 sum of a bool tensor (same counts).
-    return (scores > target_scores).sum(dim=1, dtype=torch.int32).long() + 1
+    ranks = (scores > target_scores).sum(dim=1, dtype=torch.int32).long() + 1
+    # amax propagates NaN and costs a fifth of the count: the check is nearly free.
+    finite = torch.isfinite(scores.amax(dim=1)) & torch.isfinite(target_scores.squeeze(1))
+    return torch.where(finite, ranks, torch.full_like(ranks, UNRANKED))
 
 
 def metric_sums(ranks, ks):

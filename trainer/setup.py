@@ -4,7 +4,7 @@ from pathlib import Path
 from datasets.demo import DEMO_CODE, ensure_demo
 from datasets.feature_preprocessing import preprocess_features
 from datasets.features import feature_cache_path, load_feature_table
-from datasets.p5 import load_p5, split_examples
+from datasets.p5 import load_p5, metadata_warning, split_examples
 from model.fmrlrec import FMRLRec
 
 
@@ -39,11 +39,15 @@ def load_features(args, num_items):
     return tables
 
 
-def load_data(args):
-    """(SequenceData, split tensors, feature tables)."""
+def load_data(args, say=print):
+    """(SequenceData, split tensors, feature tables). The metadata is checked too: a broken
+    meta.json.gz stops here (DataError), a missing one is said (`say`) and is no error."""
     if args.dataset_code == DEMO_CODE:
         ensure_demo(dataset_dir(args), seed=0)
     data = load_p5(dataset_dir(args))
+    warning = metadata_warning(dataset_dir(args))
+    if warning:
+        say(warning)
     return data, split_examples(data, args.lru_max_len), load_features(args, data.num_items)
 
 

@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from trainer.evaluate import evaluate_ranks, metrics_from_ranks
+from trainer.metrics import NonFiniteScoresError
 from trainer.popularity import popularity_report, popularity_table, target_counts
 from trainer.trainer import BEST_CHECKPOINT, STATE_DICT_KEY
 from utils.io import write_json
@@ -33,6 +34,22 @@ def load_checkpoint(path, map_location='cpu'):
                               f'or retrain.') from None
 
 
+def non_finite_names(named_tensors):
+    """Names of the floating-point (or complex) tensors holding NaN or infinite values."""
+    return [name for name, tensor in named_tensors.items()
+            if torch.is_tensor(tensor) and (tensor.is_floating_point() or tensor.is_complex())
+            and not bool(torch.isfinite(tensor).all())]
+
+
+def non_finite_checkpoint_message(error, path, state_dict):
+    """One line for a checkpoint whose scores are not finite (NonFiniteScoresError `error`)."""
+    bad = non_finite_names(state_dict)
+    weights = (f'its weights hold NaN or infinite values ({", ".join(bad[:3])}{", ..." if len(bad) > 3 else ""})'
+               if bad else 'its weights are finite, so the frozen features or the scores overflow')
+    return (f'{path}: {error}; {weights}. No metric was computed from them and no metrics file was written. '
+            f'Test a checkpoint with finite weights, or retrain (a lower --lr or --max_grad_norm).')
+
+
 def load_model_weights(model, checkpoint, path='checkpoint'):
     try:
         model.load_state_dict(checkpoint[STATE_DICT_KEY])
@@ -49,11 +66,15 @@ def test_best(args, model, test_examples, export_root, device, progress=True, su
     for test_mrl_metrics_masked.json when eval.py overrides --mask_history)."""
     export_root = Path(export_root)
     checkpoint_path = export_root / 'models' / BEST_CHECKPOINT
-    load_model_weights(model, load_checkpoint(checkpoint_path, device), checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path, device)
+    load_model_weights(model, checkpoint, checkpoint_path)
     _, inputs, targets, histories = test_examples
     ranks = evaluate_ranks(model, inputs, targets, histories, len(args.mrl_hidden_sizes), args.test_batch_size,
                            device, args.mask_history, args.amp, progress=progress, description='test')
-    return results_from_ranks(args, ranks, test_examples, training_examples, export_root, suffix)
+    try:
+        return results_from_ranks(args, ranks, test_examples, training_examples, export_root, suffix)
+    except NonFiniteScoresError as error:
+        raise CheckpointError(non_finite_checkpoint_message(error, checkpoint_path, checkpoint[STATE_DICT_KEY])) from None
 
 
 def results_from_ranks(args, ranks, test_examples, training_examples, export_root, suffix='', write=True):

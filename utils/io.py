@@ -2,9 +2,11 @@
 disk, then renamed over the target. A rename is atomic, so a crash at any moment leaves either the
 old file or the new one, never a truncated one (at worst a stray `.<name>.*.tmp` file)."""
 import csv
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,6 +14,35 @@ import torch
 import yaml
 
 TMP_SUFFIX = '.tmp'
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """A write ran out of disk space. The file it was to replace is intact; nothing half-written is left."""
+
+
+def _is_disk_full(error):
+    """Whether `error`, or an error it was raised from or while handling, is ENOSPC or EDQUOT."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def free_bytes(folder):
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _disk_full_error(path):
+    free = free_bytes(path.parent)
+    left = '' if free is None else f' ({free / 2 ** 20:.1f} MiB free there without the partial file)'
+    return DiskFullError(errno.ENOSPC, f'no space left on device while writing {path}{left}', str(path))
 
 
 def _current_umask():
@@ -52,9 +83,12 @@ def _atomic_write(path, write, before_rename=None):
             before_rename(tmp)
         os.replace(tmp, path)
         _fsync_folder(path.parent)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, Exception) and _is_disk_full(error):
+            # torch reports a full disk as a 30-line RuntimeError that never says so
+            raise _disk_full_error(path) from None
         raise
 
 
@@ -90,7 +124,12 @@ def write_csv(path, rows):
 
 
 def atomic_torch_save(obj, path, before_rename=None):
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp), before_rename)
+    def write(tmp):
+        # Through a Python file: a full disk then surfaces as OSError(ENOSPC), which torch's own
+        # writer turns into "unexpected pos"; and the archive's inner name is fixed, not the tmp name.
+        with open(tmp, 'wb') as out:
+            torch.save(obj, out)
+    _atomic_write(path, write, before_rename)
 
 
 def remove_stale_temporaries(folder):

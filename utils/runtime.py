@@ -20,13 +20,22 @@ def set_seed(seed):
         torch.cuda.manual_seed_all(seed)
 
 
+class DeviceError(ValueError):
+    """A --device that is not a device, or not one this machine has."""
+
+
 def resolve_device(name):
-    """'auto' -> cuda when available, else cpu; a clear error for an unusable device."""
+    """'auto' -> cuda when available, else cpu; DeviceError for an unusable device."""
     if name in (None, 'auto'):
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):  # 'gpu', 'cuda:x', ...
+        raise DeviceError(f'--device {name} is not a device: use auto (a GPU when there is one, else the CPU), '
+                          f'cpu, cuda or cuda:N') from None
     if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit(f'--device {name}: CUDA is not available on this machine; use --device cpu.')
+        raise DeviceError(f'--device {name}: CUDA is not available on this machine (a CPU build of torch, or no '
+                          f'usable driver; README, "Installing torch"); use --device cpu or auto.')
     return device
 
 
