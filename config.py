@@ -2,6 +2,7 @@
 
 `parse_args(argv)` builds the configuration; importing this module does nothing.
 Booleans are real: `--flag`, `--flag True`, `--flag False` and `--no-flag` all work.
+`--config FILE.yaml` reads options from a file; the command line wins (utils/config_file.py).
 """
 import argparse
 import math
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 from datasets.item_text import parse_text_fields  # one parser for train.py and the feature builder
+from utils.config_file import ConfigFileError, expand_config_argv
 
 DEFAULT_SIZES = '8,16,32,64,128,256,512,1024'
 EXPERIMENT_ROOT = 'experiments'
@@ -18,9 +20,15 @@ DEMO_ENCODER = 'demo-synthetic'
 DEMO_EPOCHS = 10  # the demo converges in a few epochs; keeps the default demo run under 2 minutes
 DEFAULT_LANGUAGE_ENCODER = 'BAAI/bge-large-en-v1.5'
 DEFAULT_IMG_ENCODER = 'google/siglip-large-patch16-256'
-# The paper's best r_min per dataset (SPEC §4); r_max = r_min + 0.1.
-PAPER_R_MIN = {'beauty': 0.0, 'clothing': 0.1, 'sports': 0.1, 'toys': 0.0}
 
+EXAMPLES = """examples:
+  python train.py --dataset_code demo                              # synthetic demo, < 2 min on 2 CPU cores
+  python train.py --config presets/beauty.yaml                     # the paper's Beauty preset
+  python train.py --config presets/beauty.yaml --lr 1e-3           # a preset, one option changed
+  python train.py --dataset_code beauty --no-use_img_encoder       # text only (also --no-use_language_encoder)
+  python train.py --resume RUN                                     # continue RUN with its own options
+  python train.py --resume auto --export_root RUN --config F.yaml  # requeue-safe: continue RUN or start it
+"""
 _INTEGER = re.compile(r'[+-]?[0-9]+')  # ASCII digits only: int() also takes '1_6' and '١٦'
 _TRUE = {'1', 'true', 't', 'yes', 'y', 'on'}
 _FALSE = {'0', 'false', 'f', 'no', 'n', 'off'}
@@ -77,13 +85,21 @@ def parse_sizes(text):
 def _add_bool(parser, name, default, help_text):
     """`--name [BOOL]` plus `--no-name`, both writing the same destination."""
     parser.add_argument(f'--{name}', type=str2bool, nargs='?', const=True, default=default,
-                        metavar='BOOL', help=f'{help_text} (default {default})')
+                        metavar='BOOL', help=f'{help_text}; --no-{name} turns it off')
     parser.add_argument(f'--no-{name}', dest=name, action='store_false', help=argparse.SUPPRESS)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows every option's default, and the examples as written."""
 
 
 def build_parser():
     p = argparse.ArgumentParser(description='fMRLRec: nested (Matryoshka) multimodal sequential '
-                                            'recommenders trained at once.')
+                                            'recommenders trained at once.', epilog=EXAMPLES,
+                                formatter_class=_HelpFormatter)
+    p.add_argument('--config', metavar='FILE.yaml', default=argparse.SUPPRESS,
+                   help='read options from a YAML file (option: value lines, as in a run\'s args.yaml; the '
+                        "paper's presets are presets/<dataset>.yaml); options on the command line win")
     data = p.add_argument_group('data')
     data.add_argument('--dataset_code', type=str, default='demo',
                       help='beauty, clothing, sports, toys, or demo (a synthetic set made on first use)')
@@ -92,11 +108,12 @@ def build_parser():
     data.add_argument('--feature_dir', type=str, default=None,
                       help='where the frozen feature tables are cached (default <data_root>/<dataset_code>/features); '
                            'set it when the data folder is read-only')
-    data.add_argument('--min_rating', type=int, default=0)
-    data.add_argument('--min_uc', type=int, default=5)
-    data.add_argument('--min_sc', type=int, default=5)
-    data.add_argument('--split', type=str, default='leave_one_out', choices=['leave_one_out'])
-    data.add_argument('--seed', type=int, default=42)
+    data.add_argument('--min_rating', type=int, default=0, help='kept for compatibility (P5 files are filtered already)')
+    data.add_argument('--min_uc', type=int, default=5, help='kept for compatibility; datasets.prepare filters')
+    data.add_argument('--min_sc', type=int, default=5, help='kept for compatibility; datasets.prepare filters')
+    data.add_argument('--split', type=str, default='leave_one_out', choices=['leave_one_out'],
+                      help='last item: test, second last: validation')
+    data.add_argument('--seed', type=int, default=42, help='initial weights, dropout and the data order')
     data.add_argument('--missing_image', type=str, default='zero', choices=['zero', 'error'],
                       help='items without a photo get a zero image feature, or stop with a list')
     data.add_argument('--text_fields', type=str, default='all',
@@ -107,9 +124,9 @@ def build_parser():
                            'or whitened (docs/content_features.md)')
 
     loader = p.add_argument_group('batches')
-    loader.add_argument('--train_batch_size', type=int, default=32)
-    loader.add_argument('--val_batch_size', type=int, default=64)
-    loader.add_argument('--test_batch_size', type=int, default=64)
+    loader.add_argument('--train_batch_size', type=int, default=32, help='global batch (split across torchrun processes)')
+    loader.add_argument('--val_batch_size', type=int, default=64, help='users per validation batch')
+    loader.add_argument('--test_batch_size', type=int, default=64, help='users per test batch')
     loader.add_argument('--num_workers', type=int, default=0, help='kept for compatibility; batches '
                         'are sliced from tensors in memory, no worker processes are needed')
 
@@ -117,13 +134,13 @@ def build_parser():
     train.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N')
     train.add_argument('--num_epochs', type=int, default=None,
                        help='default 500 (the released code), 10 for the demo')
-    train.add_argument('--optimizer', type=str, default='AdamW', choices=['AdamW', 'Adam'])
-    train.add_argument('--weight_decay', type=float, default=0.01)
-    train.add_argument('--adam_epsilon', type=float, default=1e-9)
-    train.add_argument('--lr', type=float, default=1e-4)
-    train.add_argument('--max_grad_norm', type=float, default=5.0)
+    train.add_argument('--optimizer', type=str, default='AdamW', choices=['AdamW', 'Adam'], help='biases get no weight decay')
+    train.add_argument('--weight_decay', type=float, default=0.01, help='AdamW weight decay')
+    train.add_argument('--adam_epsilon', type=float, default=1e-9, help='AdamW eps')
+    train.add_argument('--lr', type=float, default=1e-4, help='peak learning rate')
+    train.add_argument('--max_grad_norm', type=float, default=5.0, help='gradient clipping (0: none)')
     _add_bool(train, 'enable_lr_schedule', True, 'cosine schedule with warm-up')
-    train.add_argument('--warmup_steps', type=int, default=100)
+    train.add_argument('--warmup_steps', type=int, default=100, help='linear warm-up steps of the schedule')
     train.add_argument('--mrl_loss', type=str, default='sum', choices=['sum', 'mean'],
                        help="'sum' over sizes (paper) or 'mean' (released code)")
     train.add_argument('--amp', type=str, default='none', choices=['none', 'bf16'],
@@ -134,9 +151,10 @@ def build_parser():
     evaluation.add_argument('--eval_mode', type=str, default=None, choices=[None, 'plot', 'test'],
                             help='eval.py: plot writes PNG plots of metrics against size')
     _add_bool(evaluation, 'early_stopping', True, 'stop when validation stops improving')
-    evaluation.add_argument('--early_stopping_patience', type=int, default=10)
-    evaluation.add_argument('--metric_ks', type=int, nargs='+', default=[5, 10, 20, 50])
-    evaluation.add_argument('--best_metric', type=str, default='NDCG@10')
+    evaluation.add_argument('--early_stopping_patience', type=int, default=10,
+                            help='epochs without improvement of --best_metric (largest size) before stopping')
+    evaluation.add_argument('--metric_ks', type=int, nargs='+', default=[5, 10, 20, 50], help='cut-offs k of the metrics')
+    evaluation.add_argument('--best_metric', type=str, default='NDCG@10', help='Recall@k, NDCG@k or MRR@k: picks the best epoch')
     _add_bool(evaluation, 'mask_history', False, "exclude the user's history items from the "
               'ranking (the released code does not)')
     _add_bool(evaluation, 'use_wandb', False, 'log to Weights & Biases (WANDB_MODE=offline works '
@@ -144,20 +162,21 @@ def build_parser():
     _add_bool(evaluation, 'use_tensorboard', True, 'log to TensorBoard in <export_root>/tb')
 
     model = p.add_argument_group('model')
-    model.add_argument('--model_code', type=str, default='lru', choices=['lru'])
-    model.add_argument('--lru_max_len', type=int, default=50)
-    model.add_argument('--lru_num_blocks', type=int, default=1)
-    model.add_argument('--lru_dropout', type=float, default=0.1)
-    model.add_argument('--lru_attn_dropout', type=float, default=0.1)
+    model.add_argument('--model_code', type=str, default='lru', choices=['lru'], help='the sequence model')
+    model.add_argument('--lru_max_len', type=int, default=50, help='input length: the last items of a history')
+    model.add_argument('--lru_num_blocks', type=int, default=1, help="LRU blocks (the paper's best: 2)")
+    model.add_argument('--lru_dropout', type=float, default=0.1, help='embedding and feed-forward dropout')
+    model.add_argument('--lru_attn_dropout', type=float, default=0.1, help='LRU output dropout')
     _add_bool(model, 'lru_use_bias', True, 'biases in every MRL linear')
-    model.add_argument('--lru_r_min', type=float, default=0.0)
-    model.add_argument('--lru_r_max', type=float, default=0.1)
+    model.add_argument('--lru_r_min', type=float, default=0.0, help='inner radius of the initial eigenvalues')
+    model.add_argument('--lru_r_max', type=float, default=0.1, help='outer radius of the initial eigenvalues')
     model.add_argument('--mrl_hidden_sizes', type=str, default=DEFAULT_SIZES,
                        help='nested sizes, strictly increasing; the last is the model width D')
     _add_bool(model, 'use_language_encoder', True, 'use the frozen text features')
-    model.add_argument('--language_encoder', type=str, default=DEFAULT_LANGUAGE_ENCODER)
+    model.add_argument('--language_encoder', type=str, default=DEFAULT_LANGUAGE_ENCODER,
+                       help='sentence-transformers id or local folder (README, "Data": an offline one)')
     _add_bool(model, 'use_img_encoder', True, 'use the frozen image features')
-    model.add_argument('--img_encoder', type=str, default=DEFAULT_IMG_ENCODER)
+    model.add_argument('--img_encoder', type=str, default=DEFAULT_IMG_ENCODER, help='transformers id or local folder')
     _add_bool(model, 'item_id_embedding', False, 'hybrid items: projection(features) + a learned, nested '
               'ID table (beyond the paper; docs/content_features.md)')
     model.add_argument('--feature_batch_size', type=int, default=64,
@@ -248,10 +267,19 @@ def finalize(args):
     return args
 
 
+def expand_config(argv):
+    """`argv` with `--config FILE` replaced by the file's options (command-line options after them,
+    so they win); a bad file stops like a bad option (exit status 2)."""
+    try:
+        return expand_config_argv([] if argv is None else argv, build_parser())
+    except ConfigFileError as error:
+        build_parser().error(str(error))
+
+
 def parse_args(argv=None):
     """Parse `argv` (a list; None means no arguments, not sys.argv) into a validated namespace."""
     parser = build_parser()
-    args = parser.parse_args([] if argv is None else list(argv))
+    args = parser.parse_args(expand_config(argv))
     try:
         return finalize(args)
     except ConfigError as error:

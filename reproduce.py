@@ -5,24 +5,25 @@
     python reproduce.py --all                                 # the four datasets
     python reproduce.py --dataset_code beauty --dry_run       # print the train.py command only
 
-Any further option goes to train.py unchanged and overrides the preset, e.g.
+The presets are the files presets/<dataset>.yaml, passed to train.py as --config. Any further option
+goes to train.py unchanged and overrides the preset, e.g.
 `--mrl_hidden_sizes 8,16,32,64,128,256 --lr 1e-3 --language_encoder /path/to/encoder`.
 Writes RUN/comparison.md (every size, and the largest against the paper's row with the difference).
 """
 import argparse
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import train as train_script
-from config import PAPER_R_MIN, parse_args
+from config import parse_args
 from utils.io import atomic_write_text
 from utils.results import comparison_markdown, run_summary
 
 DATASETS = ('beauty', 'clothing', 'sports', 'toys')
-# SPEC §4: dropout 0.5-0.6; the paper's README example uses 0.6 for beauty.
-PAPER_DROPOUT = {'beauty': 0.6, 'clothing': 0.5, 'sports': 0.5, 'toys': 0.6}
+PRESETS = Path(__file__).resolve().parent / 'presets'  # <dataset>.yaml: the paper's best configuration
 ABLATION_FLAGS = {
     'full': [],
     'text': ['--use_img_encoder', 'False'],
@@ -31,14 +32,16 @@ ABLATION_FLAGS = {
 }
 
 
+def preset_path(dataset):
+    """presets/<dataset>.yaml, relative to the working folder when it is below it (shorter commands)."""
+    path = PRESETS / f'{dataset}.yaml'
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith('..') else str(path)
+
+
 def preset_argv(dataset, ablation, stamp):
     """The paper's best configuration (SPEC §4) for `dataset`, as train.py arguments."""
-    r_min = PAPER_R_MIN[dataset]
-    dropout = PAPER_DROPOUT[dataset]
-    return ['--dataset_code', dataset, '--mrl_hidden_sizes', '8,16,32,64,128,256,512,1024',
-            '--lru_num_blocks', '2', '--lru_r_min', str(r_min), '--lru_r_max', str(round(r_min + 0.1, 3)),
-            '--lru_dropout', str(dropout), '--lru_attn_dropout', str(dropout), '--weight_decay', '0.01',
-            '--lr', '1e-4', '--export_root', f'experiments/reproduce/{dataset}_{ablation}_{stamp}',
+    return ['--config', preset_path(dataset), '--export_root', f'experiments/reproduce/{dataset}_{ablation}_{stamp}',
             ] + ABLATION_FLAGS[ablation]
 
 
@@ -63,6 +66,8 @@ def main(argv=None):
         argv_train = merge(preset_argv(dataset, options.ablation, time.strftime('%Y-%m-%d_%H-%M-%S')), extra)
         print('python train.py ' + ' '.join(shlex.quote(a) for a in argv_train))
         if options.dry_run:
+            print(f'  ({argv_train[1]}: ' + ', '.join(line for line in Path(argv_train[1]).read_text().splitlines()
+                                                     if line and not line.startswith('#')) + ')')
             continue
         run = Path(parse_args(argv_train).export_root)  # the effective folder, overrides included
         train_script.main(argv_train)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from datasets.encoders import WHAT_TO_DO, EncoderError, unavailable_reason
 from datasets.item_text import ALL_FIELDS, parse_text_fields
 from utils.io import atomic_write_bytes, atomic_write_text
 
@@ -163,9 +164,10 @@ def ensure_feature_tables(data_dir, num_items, *, use_text, use_image, language_
     built from `text_fields` ('all', or e.g. 'title').
 
     A cache that is missing, unreadable, of the wrong row count, or built by another encoder or from
-    other text fields is rebuilt (saying why) with datasets/text_features.py or
+    other text fields is reported and rebuilt with datasets/text_features.py or
     datasets/image_features.py, never used as it is; the fresh table is then checked and loaded like
-    any other."""
+    any other. When the encoder cannot be loaded here (offline, no such folder), FeatureTableError
+    says so and the file on disk is left as it is."""
     tables = {'text': None, 'image': None}
     text_fields = parse_text_fields(text_fields)
     wanted = [('text', use_text, language_encoder, text_fields), ('image', use_image, img_encoder, None)]
@@ -175,19 +177,33 @@ def ensure_feature_tables(data_dir, num_items, *, use_text, use_image, language_
         path = feature_cache_path(data_dir, modality, encoder, feature_dir, fields or ALL_FIELDS)
         problem = check_feature_table(path, num_items, encoder, fields)
         if problem is not None:
+            unavailable = unavailable_reason(encoder)
+            if unavailable:
+                raise FeatureTableError(f'{problem}, and the {modality} features cannot be built here: '
+                                        f'{unavailable}. {WHAT_TO_DO[modality]}.')
             _require_writable(path.parent, modality)
-            print(f'{modality} features: {problem}; building them with {encoder} on {device}')
-            if modality == 'text':  # the builders import the encoder libraries: only when needed
-                from datasets.text_features import build_text_features
-                build_text_features(data_dir, encoder, num_items=num_items, device=device,
-                                    batch_size=batch_size, out_path=path, text_fields=fields)
-            else:
-                from datasets.image_features import build_image_features
-                build_image_features(data_dir, encoder, image_root=image_root or 'photos',
-                                     dataset_code=dataset_code, num_items=num_items,
-                                     device=device, batch_size=batch_size, missing_image=missing_image,
-                                     out_path=path)
+            print(f'warning: {modality} features: {problem}; building them with {encoder} on {device} '
+                  f'(a file there is replaced only by a complete new table)')
+            try:
+                _build(modality, data_dir, encoder, path, num_items, device, batch_size, fields, image_root,
+                       dataset_code, missing_image)
+            except EncoderError as error:
+                raise FeatureTableError(f'{problem}, and {error}') from None
         else:
             print(f'{modality} features: using the cache {path}')
         tables[modality] = load_feature_table(path, num_items, encoder, fields)
     return tables
+
+
+def _build(modality, data_dir, encoder, path, num_items, device, batch_size, fields, image_root, dataset_code,
+           missing_image):
+    """Build one table with its builder (which imports the encoder libraries: only when needed)."""
+    if modality == 'text':
+        from datasets.text_features import build_text_features
+        build_text_features(data_dir, encoder, num_items=num_items, device=device, batch_size=batch_size,
+                            out_path=path, text_fields=fields)
+    else:
+        from datasets.image_features import build_image_features
+        build_image_features(data_dir, encoder, image_root=image_root or 'photos', dataset_code=dataset_code,
+                             num_items=num_items, device=device, batch_size=batch_size,
+                             missing_image=missing_image, out_path=path)

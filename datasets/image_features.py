@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from datasets.encoders import EncoderError, load_failure
 from datasets.features import add_build_options, build_output_path, feature_cache_path, save_feature_table
 
 DEFAULT_IMG_ENCODER = 'google/siglip-large-patch16-256'
@@ -58,8 +59,11 @@ def item_image_paths(data_dir, image_root='photos', dataset_code=None, num_items
 def load_image_encoder(encoder, device='cpu'):
     """(model, image processor) from a model id or a local folder (transformers 4.x and 5.x)."""
     from transformers import AutoImageProcessor, AutoModel  # slow import: only when encoding
-    model = AutoModel.from_pretrained(str(encoder)).to(device).eval()
-    processor = AutoImageProcessor.from_pretrained(str(encoder))
+    try:
+        model = AutoModel.from_pretrained(str(encoder)).to(device).eval()
+        processor = AutoImageProcessor.from_pretrained(str(encoder))
+    except (OSError, ValueError) as error:  # no network, no such model or folder: one line, not 80
+        raise load_failure('image', encoder, error) from None
     return model, processor
 
 
@@ -180,7 +184,7 @@ def main(argv=None):
         build_image_features(args.data_dir, args.img_encoder, image_root=args.image_root,
                              dataset_code=args.dataset_code, device=args.device, batch_size=args.batch_size,
                              missing_image=args.missing_image, out_path=out_path, progress=not args.no_progress)
-    except MissingImagesError as error:
+    except (MissingImagesError, EncoderError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
     return 0

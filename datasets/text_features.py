@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.encoders import EncoderError, load_failure
 from datasets.features import add_build_options, build_output_path, feature_cache_path, save_feature_table
 from datasets.item_text import ALL_FIELDS, chosen_fields, item_fields, item_text, parse_text_fields
 
@@ -63,7 +64,10 @@ def encode_texts(texts, encoder, *, device='cpu', batch_size=64, progress=True):
 
     sentence-transformers batches the texts itself (sorted by length, so little padding)."""
     from sentence_transformers import SentenceTransformer  # slow import: only when encoding
-    model = SentenceTransformer(str(encoder), device=device)
+    try:
+        model = SentenceTransformer(str(encoder), device=device)
+    except (OSError, ValueError) as error:  # no network, no such model or folder: one line, not 80
+        raise load_failure('text', encoder, error) from None
     embeddings = model.encode(list(texts), batch_size=batch_size, show_progress_bar=progress,
                               convert_to_numpy=True, normalize_embeddings=True)
     embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -109,8 +113,12 @@ def main(argv=None):
     except ValueError as error:
         parser.error(str(error))
     out_path = build_output_path(args, 'text', args.language_encoder, args.text_fields)
-    build_text_features(args.data_dir, args.language_encoder, device=args.device, batch_size=args.batch_size,
-                        out_path=out_path, progress=not args.no_progress, text_fields=args.text_fields)
+    try:
+        build_text_features(args.data_dir, args.language_encoder, device=args.device, batch_size=args.batch_size,
+                            out_path=out_path, progress=not args.no_progress, text_fields=args.text_fields)
+    except EncoderError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
     return 0
 
 

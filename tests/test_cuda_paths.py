@@ -255,13 +255,13 @@ import train
 real_load_data = train.load_data
 
 
-def load_data(args):
+def load_data(args, *say):
     rank = os.environ['RANK']
     with open({log!r}, 'a') as log:
         log.write(f'start {{rank}} demo_exists={{os.path.exists(os.path.join(args.data_root, "demo"))}}\\n')
     if rank == '0':
         time.sleep(1.0)  # a slow build: rank 1 must still wait for it
-    loaded = real_load_data(args)
+    loaded = real_load_data(args, *say)
     with open({log!r}, 'a') as log:
         log.write(f'end {{rank}}\\n')
     return loaded

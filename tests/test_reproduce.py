@@ -25,7 +25,7 @@ def test_presets_are_the_papers_best_configuration():
 def test_dry_run_prints_commands_without_training(capsys):
     assert reproduce.main(['--all', '--dry_run']) == []
     out = capsys.readouterr().out
-    assert out.count('python train.py --dataset_code') == 4 and '--lru_r_min 0.1' in out
+    assert out.count('python train.py --config presets/') == 4 and 'lru_r_min: 0.1' in out
 
 
 @pytest.fixture(scope='module')

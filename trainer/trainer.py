@@ -46,8 +46,10 @@ def rank_seed(seed, rank, epoch=0):
 
 
 class Trainer:
-    def __init__(self, args, model, splits, export_root, device, config_dict, group=SINGLE_PROCESS):
-        """group: this process's place under torchrun (trainer/distributed.py); the default is one process."""
+    def __init__(self, args, model, splits, export_root, device, config_dict, group=SINGLE_PROCESS, loggers=None):
+        """group: this process's place under torchrun (trainer/distributed.py); the default is one process.
+        loggers: rank 0's MetricLoggers, kept open by the caller (train.py logs the test metrics to
+        them too); None: fit() opens and closes its own."""
         self.args = args
         self.model = model
         self.device = torch.device(device)
@@ -62,6 +64,8 @@ class Trainer:
                                             args.num_epochs * self.steps_per_epoch, args.enable_lr_schedule)
         self.config_dict = config_dict
         self.epoch = 0            # epochs completed
+        self.saved_epoch = 0      # the epoch models/checkpoint-recent.pth holds (what a resume continues from)
+        self.loggers = loggers
         self.global_step = 0
         self.best_value = -float('inf')
         self.best_epoch = -1
@@ -175,6 +179,7 @@ class Trainer:
         self.epoch, self.global_step = checkpoint['epoch'], checkpoint['global_step']
         self.best_value, self.best_epoch = checkpoint['best_value'], checkpoint['best_epoch']
         self.bad_epochs = checkpoint['bad_epochs']
+        self.saved_epoch = self.epoch
         self.restore_rank_rng_states(checkpoint)
 
     def restore_rank_rng_states(self, checkpoint):
@@ -204,9 +209,8 @@ class Trainer:
 
     def fit(self):
         """Train until num_epochs or early stopping, from wherever `load_state` left the run."""
-        loggers = (MetricLoggers(self.export_root, self.args, self.config_dict, self.args.use_tensorboard,
-                                self.args.use_wandb, resume_step=self.global_step + 1 if self.global_step else None)
-                   if self.is_main else None)
+        own_loggers = self.is_main and self.loggers is None
+        loggers = self.open_loggers() if own_loggers else self.loggers
         if loggers is not None:
             loggers.csv.truncate(self.epoch)  # rows of an epoch that was interrupted are redone
         largest = self.sizes[-1]
@@ -236,14 +240,26 @@ class Trainer:
                     row.update({f'val_{self.args.best_metric}@size{s}': round(metrics[s][self.args.best_metric], 6)
                                 for s in self.sizes})
                     loggers.csv.log(row)
-                    loggers.log_scalars({'train/loss': train_loss, **{f'val/{k}': v for k, v in metrics[largest].items()}},
-                                        self.global_step)
+                    loggers.log_scalars(self.epoch_scalars(train_loss, metrics), self.global_step)
                     self.save(RECENT_CHECKPOINT)  # last: once it is renamed into place the epoch is done
+                    self.saved_epoch = self.epoch
                     tqdm.write(f'epoch {self.epoch}: loss {train_loss:.4f}, val {self.args.best_metric} '
                                f'{value:.4f} (best {self.best_value:.4f} at epoch {self.best_epoch}), '
                                f'{row["seconds"]:.1f}s')
             if self.should_stop() and self.is_main:
                 tqdm.write(f'early stopping: no improvement for {self.bad_epochs} epochs')
         finally:
-            if loggers is not None:
+            if own_loggers:
                 loggers.close()
+
+    def open_loggers(self):
+        """MetricLoggers for this run folder; TensorBoard drops the events a resumed run will write again."""
+        return MetricLoggers(self.export_root, self.args, self.config_dict, self.args.use_tensorboard,
+                             self.args.use_wandb, resume_step=self.global_step + 1 if self.global_step else None)
+
+    def epoch_scalars(self, train_loss, metrics):
+        """What TensorBoard and W&B get each epoch: loss, learning rate, every size's validation metrics."""
+        values = {'train/loss': train_loss, 'train/lr': self.scheduler.get_last_lr()[0]}
+        values.update({f'val/{name}': value for name, value in metrics[self.sizes[-1]].items()})
+        values.update({f'val_{name}/size{size}': value for size in self.sizes for name, value in metrics[size].items()})
+        return values
