@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from config import ConfigError, build_parser, finalize, parse_args
+from config import ConfigError, build_parser, expand_config, finalize, parse_args
 from trainer.testing import CheckpointError
 from trainer.trainer import RECENT_CHECKPOINT
 from utils.io import DiskFullError, remove_stale_temporaries, write_yaml
@@ -58,9 +58,10 @@ def read_saved_config(root):
 
 
 def resume_arguments(argv):
-    """The configuration for `argv` (--config already expanded). With --resume, the run's saved
-    options are the defaults, so `--resume RUN` alone continues RUN as it was started; options given
-    again must agree."""
+    """The configuration for `argv`. With --resume, the run's saved options are the defaults, so
+    `--resume RUN` alone continues RUN as it was started; options given again (on the command line or
+    in a --config file) must agree."""
+    argv = expand_config(argv)  # the raw parsers below must see the file's options
     args = parse_args(argv)
     if not args.resume:
         return args
