@@ -119,3 +119,25 @@ def test_what_the_model_cannot_do_is_said(runs, tmp_path, capsys):
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line['user'] for line in lines] == ['long', 'lost', 'line 3']
     assert [len(r) for r in records] == [260, 0, 300] and lines[1]['items'] == []
+
+
+def test_eval_with_a_truncated_meta_file_is_one_line(demo_root, tmp_path):
+    run, data = tmp_path / 'run', copy_demo(demo_root, tmp_path / 'data')
+    make_run(run, data)
+    meta = data / 'demo' / 'meta.json.gz'
+    meta.write_bytes(meta.read_bytes()[:-40])
+    before = (run / 'test_mrl_metrics.json').read_text()
+    message = refused(eval_script, '--export_root', run)
+    assert message.startswith(f'error: {meta}: cannot be read after line ') and 'not a complete gzip file' in message
+    assert (run / 'test_mrl_metrics.json').read_text() == before
+
+
+@pytest.mark.parametrize('script, argv', [
+    (eval_script, ['--export_root', '{good}']),
+    (recommend_script, ['--model', '{model}', '--history', '3']),
+])
+def test_a_wrong_device_is_one_line(runs, script, argv):
+    good, _, model = runs
+    argv = [a.format(good=good, model=model) for a in argv]
+    assert refused(script, *argv, '--device', 'gpu') == (
+        'error: --device gpu is not a device: use auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N')
