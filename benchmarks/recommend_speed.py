@@ -79,7 +79,8 @@ def main(argv=None):
     def end_to_end():
         parsed = [recommender.parse_history(t) for t in texts]
         items, values = recommender.top_k(parsed, options.k, batch_size=options.batch_size)
-        return [json.dumps(r) for r in recommender.records(items, values)]
+        return [json.dumps({'user': f'line {n}', 'items': r})  # recommend.py --json's line
+                for n, r in enumerate(recommender.records(items, values), start=1)]
 
     print(f'{path.name}: size {exported.size}, {recommender.num_items:,} items, '
           f'{exported.info["num_blocks"]} block(s), {path.stat().st_size / 1e6:.2f} MB; '
