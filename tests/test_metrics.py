@@ -27,6 +27,25 @@ def test_metric_values_by_hand():
     assert ndcg_at(3, 5) == pytest.approx(0.5) and ndcg_at(6, 5) == 0.0
 
 
+def test_a_target_at_rank_exactly_k_counts_and_one_at_k_plus_1_does_not():
+    ranks = torch.tensor([5, 6, 10, 11])
+    sums = metric_sums(ranks, [5, 10])
+    assert sums['Recall@5'] == 1 and sums['Recall@10'] == 3
+    assert sums['NDCG@5'] == pytest.approx(1 / math.log2(6))
+    assert sums['NDCG@10'] == pytest.approx(1 / math.log2(6) + 1 / math.log2(7) + 1 / math.log2(11))
+    assert sums['MRR@5'] == pytest.approx(1 / 5) and sums['MRR@10'] == pytest.approx(1 / 5 + 1 / 6 + 1 / 10)
+    assert ndcg_at(5, 5) == pytest.approx(1 / math.log2(6)) and ndcg_at(6, 5) == 0.0
+
+
+def test_ranked_from_scores_a_target_at_rank_k_is_a_hit_at_k():
+    # item 1 scores higher, items 2-4 tie with the target (item 5): rank 2 (ties count in its favour)
+    scores = torch.tensor([[0.0, 0.9, 0.5, 0.5, 0.5, 0.5, 0.1]])
+    ranks = target_ranks(scores, torch.tensor([5]))
+    assert ranks.tolist() == [2]
+    sums = metric_sums(ranks, [1, 2])
+    assert (sums['Recall@1'], sums['Recall@2'], sums['MRR@2']) == (0, 1, 0.5)
+
+
 def test_metrics_are_means_over_users_per_size():
     ranks = torch.tensor([[1, 2], [10, 30]])
     result = metrics_from_ranks(ranks, [8, 16], [5, 20])
