@@ -38,7 +38,11 @@ def test_demo_learns_beyond_popularity(demo_run, demo_root):
     data = load_p5(demo_root / 'demo')
     splits = split_examples(data, 50)
     popular = popularity_metrics(splits['train_sequences'], data.num_items, splits['test'], [10])
-    assert by_size['64']['Recall@10'] >= 1.5 * popular['Recall@10'], (by_size['64'], popular)
+    # This configuration reaches Recall@10 0.816 at size 64 against popularity's 0.0575 (14.2x) and
+    # NDCG@10 0.600 (measured on torch 2.13 CPU, 1 and 2 threads alike). 13x and 0.55 leave ~8% for
+    # other CPUs and libraries; test inputs without the validation item give 11.7x (0.67) and fail.
+    assert by_size['64']['Recall@10'] >= 13 * popular['Recall@10'], (by_size['64'], popular)
+    assert by_size['64']['NDCG@10'] >= 0.55, by_size['64']
     assert by_size['64']['NDCG@10'] > by_size['8']['NDCG@10']  # larger slices are better here
 
 
