@@ -90,7 +90,11 @@ def _add_bool(parser, name, default, help_text):
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows every option's default, and the examples as written."""
+    """--help shows every option's default (unless it is None: the help says what happens then), and
+    the examples as written."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def build_parser():

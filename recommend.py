@@ -19,7 +19,6 @@ import argparse
 import json
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -20,9 +20,8 @@ from trainer.compile import check_compile, compile_for_training
 from trainer.distributed import init_distributed, main_first, sharded_ranks, shutdown, wrap_model
 from trainer.loggers import LoggerError
 from trainer.metrics import NonFiniteScoresError
-from trainer.run_folder import (RESUMABLE_DIFFERENCES, RunFolderError, check_run_folder_writable,  # noqa: F401
-                                config_dict, config_differences, prepare_run_folder, read_saved_config,
-                                resume_arguments, with_new_defaults)
+from trainer.run_folder import (RunFolderError, check_run_folder_writable, config_dict, config_differences,
+                                prepare_run_folder, resume_arguments)
 from trainer.setup import build_model, load_data, modality_name
 from trainer.stop_reports import RunProgress, disk_full_report, interrupted_report, non_finite_report
 from trainer.testing import (CheckpointError, load_checkpoint, load_model_weights, non_finite_checkpoint_message,

@@ -203,7 +203,10 @@ def _build(modality, data_dir, encoder, path, num_items, device, batch_size, fie
         build_text_features(data_dir, encoder, num_items=num_items, device=device, batch_size=batch_size,
                             out_path=path, text_fields=fields)
     else:
-        from datasets.image_features import build_image_features
-        build_image_features(data_dir, encoder, image_root=image_root or 'photos', dataset_code=dataset_code,
-                             num_items=num_items, device=device, batch_size=batch_size,
-                             missing_image=missing_image, out_path=path)
+        from datasets.image_features import MissingImagesError, build_image_features
+        try:
+            build_image_features(data_dir, encoder, image_root=image_root or 'photos', dataset_code=dataset_code,
+                                 num_items=num_items, device=device, batch_size=batch_size,
+                                 missing_image=missing_image, out_path=path)
+        except (MissingImagesError, FileNotFoundError) as error:  # photos or item2img_dict.pkl: said, no traceback
+            raise FeatureTableError(str(error)) from None

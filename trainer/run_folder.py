@@ -16,7 +16,7 @@ from utils.io import DiskFullError, remove_stale_temporaries, write_yaml
 
 # Options that may differ between a run and its resumption without changing what is computed.
 RESUMABLE_DIFFERENCES = {'resume', 'device', 'num_workers', 'use_wandb', 'use_tensorboard', 'data_root',
-                         'feature_dir', 'image_root', 'export_root', 'feature_batch_size', 'compile', 'config'}
+                         'feature_dir', 'image_root', 'export_root', 'feature_batch_size', 'compile'}
 
 
 class RunFolderError(OSError):
