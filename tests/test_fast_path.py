@@ -160,7 +160,13 @@ def test_bf16_autocast_stays_close_to_the_fp32_reference(num_blocks):
     with torch.autocast('cpu', dtype=torch.bfloat16):
         scores = model.last_position_scores(tokens)
     assert scores.dtype == torch.float32
-    assert torch.allclose(scores, reference_scores(model, tokens)[:, :, -1], rtol=5e-2, atol=5e-2)
+    # Tolerance on each size's score scale: bf16 hidden states (8 significant bits) through the
+    # blocks put the scores ~0.6% of it off here; a wrong path under autocast is off by O(scale).
+    expected = reference_scores(model, tokens)[:, :, -1]
+    for index, size in enumerate(sizes):
+        scale = expected[index].abs().max()
+        error = (scores[index] - expected[index]).abs().max()
+        assert error <= 2e-2 * scale, (size, error.item(), scale.item())
 
 
 def test_in_place_scan_of_evaluation_equals_the_recorded_scan():
@@ -210,10 +216,23 @@ def test_throughput_benchmark_runs_and_reports_the_issue_figures():
     summary = main(['--users', '300', '--items', '200', '--feature_dim', '16', '--sizes', '4,8,16',
                     '--rounds', '1', '--fast_per_round', '1', '--eval_reference_batches', '1',
                     '--eval_batch_size', '32', '--matmul_size', '512', '--no-memory', '--json'])
-    for key in ('train_speedup', 'train_peak_fraction', 'eval_speedup', 'train_speedup_bf16'):
-        assert summary[key] > 0, key
+    # Each figure is what its own timings and counts say (one round: the median of one ratio), so a
+    # ratio taken the wrong way round, or of the wrong variant, fails; the times themselves vary.
+    per_s, flops, rates = summary['train_seq_per_s'], summary['train_gflop_per_step'], summary['matmul_gflops']
+    assert summary['train_speedup'] == pytest.approx(per_s['fast'] / per_s['reference'], rel=1e-9)
+    assert summary['train_speedup_bf16'] == pytest.approx(per_s['fast_bf16'] / per_s['reference'], rel=1e-9)
+    achieved = flops['fast'] * per_s['fast'] / 32  # GFLOP per step x steps per second (batch 32)
+    assert summary['train_achieved_gflops']['fast'] == pytest.approx(achieved, rel=1e-9)
+    assert summary['train_peak_fraction'] == pytest.approx(achieved / rates['fp32'], rel=1e-9)
+    eval_per_s = summary['eval_users_per_s']
+    assert summary['eval_speedup'] == pytest.approx(eval_per_s['fast'] / eval_per_s['reference'], rel=1e-9)
+    assert eval_per_s['fast'] == pytest.approx(300 / summary['eval_full_pass_seconds']['fast'], rel=1e-9)
     assert summary['eval_fast_equals_reference_fraction'] == 1.0
+    assert summary['eval_fast_reference_max_rank_difference'] == 0
     assert summary['train_gflop_per_step']['reference'] > summary['train_gflop_per_step']['fast'] > 0
+    # bf16 moves the loss in its 4th-5th digit and the gradients by about 1% (docs/distributed.md)
+    assert summary['bf16_effect']['loss_relative_change'] < 1e-3
+    assert summary['bf16_effect']['gradient_relative_change'] < 5e-2
 
 
 def test_flop_counter_counts_every_product_of_the_nested_loss():
