@@ -28,10 +28,14 @@ def test_beauty_text_only_starts_training(tmp_path):
     trainer = Trainer(args, model, splits, args.export_root, 'cpu', {})
     before = model.projection.weight.detach().clone()
     order = trainer.epoch_order(0)
-    for step in range(2):  # the warm-up starts at lr 0, so the second step is the first that moves
+    moved = []
+    # The warm-up (100 steps) starts at lr 0, so the second step (lr 1e-4 * 1/100) is the first that moves.
+    for step, lr in enumerate([0.0, 1e-6, 2e-6]):
+        assert trainer.optimizer.param_groups[0]['lr'] == pytest.approx(lr, abs=1e-15), step
         loss, per_size = trainer.train_step(*trainer.batch(order[32 * step:32 * (step + 1)]))
+        moved.append(not torch.equal(before, model.projection.weight))
     assert torch.isfinite(loss) and per_size.shape == (2,)
-    assert not torch.equal(before, model.projection.weight)
+    assert moved == [False, True, True]
 
 
 def test_missing_cache_with_an_unbuildable_encoder_names_the_problem(tmp_path):
