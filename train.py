@@ -112,12 +112,13 @@ def run(argv, group, device, progress, log):
     trainer = Trainer(args, model, splits, args.export_root, device, config_dict(args), group)
     progress.trainer = trainer
     recent = Path(args.export_root) / 'models' / RECENT_CHECKPOINT
-    if args.resume and recent.exists():
+    resumed = bool(args.resume) and recent.exists()
+    if resumed:
         load_resume_state(trainer, recent, config_dict(args))
         say(f'resumed {args.export_root} after epoch {trainer.epoch} (step {trainer.global_step})')
     if group.is_main:
         append_environment(args.export_root, environment_record(device, group.world_size,
-                                                                trainer.epoch if args.resume else None))
+                                                                trainer.epoch if resumed else None))
         trainer.loggers = trainer.open_loggers()
     try:
         return train_and_test(args, trainer, model, splits, device, group, progress, say)
