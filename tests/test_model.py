@@ -60,8 +60,10 @@ def test_mrl_linear_fused_equals_chunked():
     assert torch.allclose(fused, layer(x), atol=1e-6)
 
 
-def test_complex_maps_match_complex_arithmetic():
+@pytest.mark.parametrize('fused', [True, False])
+def test_complex_maps_match_complex_arithmetic(fused):
     layer = MRLLinear([2, 6], complex_weights=True)
+    layer.fused = fused  # both products: the CPU's fp32 default would test the chunked one only
     with torch.no_grad():
         for p in list(layer.weight_imag) + list(layer.bias_imag):
             p.normal_()
