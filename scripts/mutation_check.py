@@ -62,7 +62,8 @@ def run_tests(root, tests, timeout):
                               timeout=timeout)
     except subprocess.TimeoutExpired:
         return None, 'timed out', time.time() - started
-    failed = re.findall(r'^(?:FAILED|ERROR) (\S+)', done.stdout, flags=re.MULTILINE)
+    # "FAILED <node id> - <message>"; a node id may hold spaces (parameters such as [4, 8, 16])
+    failed = re.findall(r'^(?:FAILED|ERROR) (.+?)(?: - .*)?$', done.stdout, flags=re.MULTILINE)
     detail = failed[0] if failed else (done.stdout.strip().splitlines() or [''])[-1]
     return done.returncode, detail, time.time() - started
 
