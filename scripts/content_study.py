@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python scripts/content_study.py` runs from anywhere
 
-from trainer.testing import POPULARITY_FILE  # noqa: E402  (after the path set-up above)
+from trainer.run_folder import POPULARITY_FILE  # noqa: E402  (after the path set-up above)
 
 # The cheap configuration: the paper's Beauty preset (2 blocks, r in [0, 0.1], dropout 0.6,
 # weight decay 0.01) at D = 64 with lr 1e-3 and a 10-epoch cosine budget (~15 min a row here).
@@ -37,6 +37,7 @@ ID_ONLY = ['--use_language_encoder', 'False']
 HYBRID = ['--item_id_embedding', 'True']
 
 DROPOUT_01 = ['--lru_dropout', '0.1', '--lru_attn_dropout', '0.1']
+D256 = ['--mrl_hidden_sizes', '8,16,32,64,128,256']
 
 # (row, factor, what changes, options after BASE); text rows use the MiniLM features.
 ROWS = [
@@ -62,6 +63,10 @@ ROWS = [
     ('id_D128', 'width', 'ID-only, D = 128', ID_ONLY + ['--mrl_hidden_sizes', '8,16,32,64,128']),
     ('id_epochs', 'epochs', 'ID-only, budget 20, stop after 3 epochs without gain',
      ID_ONLY + ['--num_epochs', '20', '--early_stopping_patience', '3']),
+    # the best configuration at the width of the earlier D = 256 runs (about an hour a row here)
+    ('text_dropout0.1_D256', 'best configuration', 'text-only, dropout 0.1, D = 256', DROPOUT_01 + D256),
+    ('id_dropout0.1_D256', 'best configuration', 'ID-only, dropout 0.1, D = 256', ID_ONLY + DROPOUT_01 + D256),
+    ('hybrid_dropout0.1_D256', 'best configuration', 'hybrid, dropout 0.1, D = 256', HYBRID + DROPOUT_01 + D256),
 ]
 ROW_BY_NAME = {row[0]: row for row in ROWS}
 
