@@ -10,19 +10,22 @@ Testing also writes size_summary.md: per size, the metrics next to the size-s mo
 count and its export file's size (export.py), so that a user can pick the size that fits.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from config import EXPERIMENT_ROOT, ConfigError, build_parser, finalize, str2bool
+from config import EXPERIMENT_ROOT, ConfigError, str2bool
 from datasets.features import FeatureTableError
 from datasets.p5 import DataError
+from deploy.catalogue import read_catalogue
+from deploy.export_format import size_summary
+from deploy.run_export import run_source
+from trainer.final_evaluation import evaluate_best_checkpoint, print_popularity_table, print_table
+from trainer.run_config import saved_run_args
+from trainer.run_folder import CheckpointError, find_runs, metrics_path, read_run_config, read_test_metrics
 from trainer.setup import build_model, load_data
-from trainer.testing import CheckpointError, print_popularity_table, print_table, read_run_config, test_best
-from trainer.trainer import BEST_CHECKPOINT
-from utils.io import atomic_write_text
+from trainer.trained_run import load_trained_run
+from utils.io import DiskFullError, atomic_write_text
 from utils.plots import plot_metrics_by_size
-from utils.io import DiskFullError
 from utils.runtime import DeviceError, resolve_device
 
 # What stops an evaluation with one line: a bad run folder, checkpoint (NaN weights included), data,
@@ -44,40 +47,23 @@ def parse_eval_args(argv):
     return p.parse_args(argv)
 
 
-def run_args(export_root, overrides):
-    """The run's saved configuration as a namespace, with this command's overrides applied."""
-    saved = read_run_config(export_root)
-    args = build_parser().parse_args([])
-    for key, value in saved.items():
-        setattr(args, key, value)
-    args.mrl_hidden_sizes = ','.join(str(s) for s in saved['mrl_hidden_sizes'])
-    args.export_root = str(export_root)
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(args, key, value)
-    return finalize(args)
-
-
 def evaluate_run(export_root, options):
     export_root = Path(export_root)
     if options.eval_mode == 'plot':
-        results = export_root / 'test_mrl_metrics.json'
-        if not results.exists() or options.force:
+        if not metrics_path(export_root).exists() or options.force:
             evaluate_run(export_root, argparse.Namespace(**{**vars(options), 'eval_mode': 'test'}))
-        by_size = json.loads(results.read_text())
+        by_size = read_test_metrics(export_root)
         for path in plot_metrics_by_size(by_size, export_root / 'plots', export_root.name):
             print(f'wrote {path}')
         return by_size
     if options.eval_mode == 'summary':
-        results = export_root / 'test_mrl_metrics.json'
-        if not results.exists() or options.force:
+        if not metrics_path(export_root).exists() or options.force:
             return evaluate_run(export_root, argparse.Namespace(**{**vars(options), 'eval_mode': 'test'}))
-        from export import load_run  # a function-level import: export.py imports run_args from here
-        args, data, model = load_run(export_root, options.data_root)
-        by_size = json.loads(results.read_text())
+        args, data, model = load_trained_run(export_root, options.data_root)
+        by_size = read_test_metrics(export_root)
         write_size_summary(export_root, args, data, model, by_size)
         return by_size
-    args = run_args(export_root, {'data_root': options.data_root, 'mask_history': options.mask_history})
+    args = saved_run_args(export_root, {'data_root': options.data_root, 'mask_history': options.mask_history})
     device = resolve_device(options.device)
     args.resolved_device = str(device)
     data, splits, features = load_data(args)
@@ -85,13 +71,13 @@ def evaluate_run(export_root, options):
     # Another protocol than the run's goes to its own files, e.g. test_mrl_metrics_masked.json.
     run_masks = bool(read_run_config(export_root).get('mask_history', False))
     suffix = '' if args.mask_history == run_masks else ('_masked' if args.mask_history else '_unmasked')
-    by_size = test_best(args, model, splits['test'], export_root, device, suffix=suffix,
+    by_size = evaluate_best_checkpoint(args, model, splits['test'], export_root, device, suffix=suffix,
                         training_examples=splits['train'])
     protocol = 'history masked' if args.mask_history else 'history not masked'
     print_table(by_size, f'{export_root}: test metrics ({protocol}), every size')
     print_popularity_table(export_root, suffix)
     if suffix:
-        print(f'wrote {export_root / f"test_mrl_metrics{suffix}.json"}')
+        print(f'wrote {metrics_path(export_root, suffix)}')
     else:
         write_size_summary(export_root, args, data, model, by_size)
     return by_size
@@ -99,7 +85,6 @@ def evaluate_run(export_root, options):
 
 def write_size_summary(export_root, args, data, model, by_size):
     """Write and print size_summary.md: metrics, parameters and export file size per size."""
-    from export import read_catalogue, run_source, size_summary  # export.py imports run_args from here
     catalogue = read_catalogue(data.data_dir, data.id2item, data.num_items)
     table = size_summary(model.cpu().eval(), catalogue, args.lru_max_len, by_size, run_source(export_root, args))
     path = Path(export_root) / 'size_summary.md'
@@ -107,10 +92,6 @@ def write_size_summary(export_root, args, data, model, by_size):
                             f'{table}\n')
     print(f'\nPer size (parameters of the nested slice; export file with the precomputed item table):\n{table}')
     print(f'wrote {path}')
-
-
-def find_runs(root):
-    return sorted(p.parent.parent for p in Path(root).rglob(f'models/{BEST_CHECKPOINT}'))
 
 
 def main(argv=None):
@@ -121,7 +102,7 @@ def main(argv=None):
         except USER_ERRORS as error:
             raise SystemExit(f'error: {error.strerror if isinstance(error, DiskFullError) else error}') from None
     runs = [r for r in find_runs(options.experiments_root)
-            if options.force or options.eval_mode in ('plot', 'summary') or not (r / 'test_mrl_metrics.json').exists()]
+            if options.force or options.eval_mode in ('plot', 'summary') or not metrics_path(r).exists()]
     if not runs:
         print(f'no run under {options.experiments_root}/ needs evaluation (use --force to redo)')
     for run in runs:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from config import DEFAULT_SIZES, ConfigError, parse_sizes
 from model.slicing import CONVENTIONS, nested_and_independent
-from trainer.testing import CheckpointError, load_checkpoint, read_run_config
-from trainer.trainer import BEST_CHECKPOINT, STATE_DICT_KEY
+from trainer.run_folder import STATE_DICT_KEY, CheckpointError, best_checkpoint_path, load_checkpoint, read_run_config
 
 PAPER_FEATURE_DIM = 2048  # bge-large text (1024) + SigLIP-large image (1024)
 PAPER_NUM_BLOCKS = 2
@@ -27,8 +26,7 @@ DEFAULT_PLOT_DIR = Path('experiments') / 'plots'  # ignored by git
 def run_shapes(export_root):
     """The counting options of a trained run, read from args.yaml and its best checkpoint."""
     config = read_run_config(export_root)
-    path = Path(export_root) / 'models' / BEST_CHECKPOINT
-    state = load_checkpoint(path)[STATE_DICT_KEY]
+    state = load_checkpoint(best_checkpoint_path(export_root))[STATE_DICT_KEY]
     shapes = {'sizes': list(config['mrl_hidden_sizes']), 'num_blocks': int(config['lru_num_blocks']),
               'bias': bool(config['lru_use_bias'])}
     if 'projection.weight' in state:

@@ -17,16 +17,18 @@ from config import ConfigError, expand_config, parse_args
 from datasets.features import FeatureTableError
 from datasets.p5 import DataError
 from trainer.compile import check_compile, compile_for_training
-from trainer.distributed import init_distributed, main_first, sharded_ranks, shutdown, wrap_model
+from trainer.distributed import init_distributed, main_first, shutdown, wrap_model
+from trainer.final_evaluation import (evaluate_best_checkpoint, evaluate_best_checkpoint_sharded,
+                                      print_popularity_table, print_table)
 from trainer.loggers import LoggerError
 from trainer.metrics import NonFiniteScoresError
-from trainer.run_folder import (RunFolderError, check_run_folder_writable, config_dict, config_differences,
-                                prepare_run_folder, resume_arguments)
+from trainer.run_config import config_dict, prepare_run_folder, resume_arguments
+from trainer.run_folder import (CheckpointError, RunFolderError, check_run_folder_writable, metrics_path,
+                                recent_checkpoint_path)
 from trainer.setup import build_model, load_data, modality_name
 from trainer.stop_reports import RunProgress, disk_full_report, interrupted_report, non_finite_report
-from trainer.testing import (CheckpointError, load_checkpoint, load_model_weights, non_finite_checkpoint_message,
-                             print_popularity_table, print_table, results_from_ranks, test_best)
-from trainer.trainer import BEST_CHECKPOINT, RECENT_CHECKPOINT, RESUME_KEYS, NonFiniteLossError, Trainer, rank_seed
+from trainer.trained_run import load_resume_state
+from trainer.trainer import NonFiniteLossError, Trainer, rank_seed
 from utils.environment import append_environment, environment_record
 from utils.io import DiskFullError
 from utils.run_log import RunLog
@@ -35,50 +37,6 @@ from utils.runtime import DeviceError, set_seed
 # Errors that mean "fix your input or your set-up": reported as one line, without a traceback.
 USER_ERRORS = (ConfigError, DataError, FeatureTableError, CheckpointError, DeviceError, RunFolderError, LoggerError)
 INTERRUPTED_STATUS = 130  # the shell's status for a process stopped by SIGINT
-
-
-def load_resume_state(trainer, path, current_config):
-    """Restore `trainer` from the recent checkpoint at `path`, or say exactly what is wrong with it."""
-    what_to_do = (f'Checkpoints are written atomically, so this is damage from outside training (disk, '
-                  f'copy, another program). Restore the file, or delete it to restart the run from its '
-                  f'first epoch with the same command.')
-    try:
-        # To the CPU: load_state_dict then copies the weights and the AdamW state to the parameters'
-        # devices, and the RNG states must be CPU tensors (whatever device saved them).
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as error:  # truncated, foreign or unreadable file
-        raise CheckpointError(f'cannot resume: {path} is corrupt or not a checkpoint '
-                              f'({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}). '
-                              f'{what_to_do}') from None
-    missing = [key for key in RESUME_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
-    if missing:
-        raise CheckpointError(f'cannot resume: {path} lacks {", ".join(missing)}; it is not a recent '
-                              f'checkpoint of this project. {what_to_do}')
-    differing = config_differences(checkpoint.get('config') or {}, current_config)
-    if differing:
-        raise CheckpointError(f'cannot resume: {path} was trained with another configuration '
-                              f'({", ".join(differing[:6])}). Resume with the options it was trained with, '
-                              f'or start a new run in another --export_root.')
-    try:
-        trainer.load_state(checkpoint)
-    except (KeyError, RuntimeError, TypeError, ValueError) as error:
-        raise CheckpointError(f'cannot resume: {path} does not fit this model '
-                              f'({str(error).splitlines()[0]}). {what_to_do}') from None
-
-
-def test_best_sharded(args, model, test_examples, training_examples, device, group):
-    """test_best with every rank evaluating its share of the users; the ranks of all users are
-    gathered on every rank, and rank 0 writes the files (popularity buckets included)."""
-    root = Path(args.export_root)
-    path = root / 'models' / BEST_CHECKPOINT
-    checkpoint = load_checkpoint(path, 'cpu')
-    load_model_weights(model, checkpoint, path)  # copied to the model's device
-    ranks = sharded_ranks(model, test_examples, len(args.mrl_hidden_sizes), args.test_batch_size, device, group,
-                          args.mask_history, args.amp, 'test')
-    try:
-        return results_from_ranks(args, ranks, test_examples, training_examples, root, write=group.is_main)
-    except NonFiniteScoresError as error:
-        raise CheckpointError(non_finite_checkpoint_message(error, path, checkpoint['model_state_dict'])) from None
 
 
 def load_inputs(args, group, say):
@@ -111,7 +69,7 @@ def run(argv, group, device, progress, log):
     group.barrier()
     trainer = Trainer(args, model, splits, args.export_root, device, config_dict(args), group)
     progress.trainer = trainer
-    recent = Path(args.export_root) / 'models' / RECENT_CHECKPOINT
+    recent = recent_checkpoint_path(args.export_root)
     resumed = bool(args.resume) and recent.exists()
     if resumed:
         load_resume_state(trainer, recent, config_dict(args))
@@ -137,16 +95,17 @@ def train_and_test(args, trainer, model, splits, device, group, progress, say):
     group.barrier()  # rank 0 has written the best checkpoint
     progress.phase = 'test'
     if group.enabled:
-        by_size = test_best_sharded(args, model, splits['test'], splits['train'], device, group)
+        by_size = evaluate_best_checkpoint_sharded(args, model, splits['test'], splits['train'], device, group)
     else:
-        by_size = test_best(args, model, splits['test'], args.export_root, device, training_examples=splits['train'])
+        by_size = evaluate_best_checkpoint(args, model, splits['test'], args.export_root, device,
+                                           training_examples=splits['train'])
     if group.is_main:
         print_table(by_size, f'Test metrics of the best checkpoint (epoch {trainer.best_epoch}), every size:')
         print_popularity_table(args.export_root)
         trainer.loggers.log_test(by_size, config_dict(args), trainer.global_step)
     if device.type == 'cuda':
         say(f'peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB')
-    say(f'\nwrote {Path(args.export_root) / "test_mrl_metrics.json"}')
+    say(f'\nwrote {metrics_path(args.export_root)}')
     return by_size
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export import Catalogue, build_export, export_bytes, load_export
+from deploy.catalogue import Catalogue
+from deploy.export_format import build_export, export_bytes, load_export
+from deploy.recommender import Recommender
 from model import FMRLRec
-from recommend import Recommender
 
 
 def synthetic_export(num_items, size, num_blocks, max_len, seed=0):

@@ -10,7 +10,7 @@ import torch
 
 from config import parse_args
 from trainer.setup import build_model, load_data
-from trainer.trainer import BEST_CHECKPOINT, STATE_DICT_KEY
+from trainer.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY
 from utils.io import write_json, write_yaml
 
 SIZES = [4, 8, 16, 32]

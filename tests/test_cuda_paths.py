@@ -20,7 +20,8 @@ from tests.conftest import ROOT
 from trainer import compile as compile_module
 from trainer.rng import restore_rng_states, rng_states
 from trainer.setup import build_model, load_data
-from trainer.trainer import RECENT_CHECKPOINT, Trainer, rank_seed
+from trainer.run_folder import RECENT_CHECKPOINT
+from trainer.trainer import Trainer, rank_seed
 
 CUDA_STATE = torch.arange(16, dtype=torch.uint8)  # a CUDA (Philox) state is 16 bytes: seed, offset
 

@@ -5,8 +5,9 @@ import torch
 
 import eval as eval_script
 import export as export_script
-from export import (Catalogue, ExportError, build_export, load_export, parameter_total, read_export,
-                    serialized_size)
+from deploy.catalogue import Catalogue
+from deploy.export_format import (ExportError, build_export, export_bytes, load_export, parameter_total, read_export,
+                                  serialized_size)
 from fake_run import copy_demo, make_run, randomise
 from model import FMRLRec
 from model.slicing import SizeError, parameter_count, slice_model, sliced_state_dict
@@ -55,7 +56,7 @@ def test_every_size_scores_like_the_full_model(tmp_path, keep_features):
     full = make_model()
     for size in SIZES:
         path = tmp_path / f'model_{size}.pt'
-        path.write_bytes(export_script.export_bytes(build_export(full, size, catalogue(), MAX_LEN, keep_features)))
+        path.write_bytes(export_bytes(build_export(full, size, catalogue(), MAX_LEN, keep_features)))
         exported = load_export(path)
         assert exported.size == size and exported.item_table.shape == (NUM_ITEMS + 1, size)
         assert not exported.model.training
@@ -68,7 +69,7 @@ def test_id_only_model_exports_exactly(tmp_path):
     full = make_model(features=False, num_blocks=1, bias=False)
     for size in SIZES:
         path = tmp_path / f'id_{size}.pt'
-        path.write_bytes(export_script.export_bytes(build_export(full, size, catalogue(), MAX_LEN)))
+        path.write_bytes(export_bytes(build_export(full, size, catalogue(), MAX_LEN)))
         assert_scores_match(full, load_export(path), size)
 
 
@@ -94,7 +95,7 @@ def test_export_file_holds_no_hidden_full_size_storage(tmp_path):
         assert not any(name.startswith('projection.') for name in bundle['state_dict'])
         assert bundle['state_dict']['id_embedding.weight'].shape == (NUM_ITEMS + 1, size)
         path = tmp_path / f'm{size}.pt'
-        path.write_bytes(export_script.export_bytes(bundle))
+        path.write_bytes(export_bytes(bundle))
         assert path.stat().st_size == serialized_size(bundle)
         for name, tensor in read_export(path)['state_dict'].items():
             # a saved view would drag the full tensor's storage along

@@ -4,9 +4,8 @@ the first s dimensions, exports score exactly, runs resume and test end to end."
 import pytest
 import torch
 
-import export as export_script
 from config import parse_args
-from export import build_export, load_export
+from deploy.export_format import build_export, export_bytes, load_export
 from fake_run import randomise
 from model import FMRLRec
 from model.reference import reference_loss, reference_ranks
@@ -15,7 +14,7 @@ from tests.batches import random_training_batch
 from tests.test_export import assert_scores_match, catalogue, input_batch
 from tests.test_fast_path import assert_close_grads, gradients
 from trainer.evaluate import evaluate_ranks
-from train import config_differences
+from trainer.run_config import config_differences
 
 NUM_ITEMS = 40
 SIZES = [4, 8, 16, 32]
@@ -93,7 +92,7 @@ def test_every_size_exports_and_scores_like_the_full_model(tmp_path, keep_featur
         path = tmp_path / f'hybrid_{size}.pt'
         bundle = build_export(full, size, catalogue(), MAX_LEN, keep_features)
         assert bundle['item_input'] == ('features' if keep_features else 'table')
-        path.write_bytes(export_script.export_bytes(bundle))
+        path.write_bytes(export_bytes(bundle))
         exported = load_export(path)
         assert exported.model.is_hybrid == keep_features
         assert_scores_match(full, exported, size)

@@ -7,9 +7,9 @@ import torch
 
 import export as export_script
 import recommend as recommend_script
-from export import load_export
+from deploy.export_format import load_export
 from fake_run import copy_demo, make_run
-from recommend import HistoryError, Recommender
+from deploy.recommender import HistoryError, Recommender
 
 SIZE = 16
 SIZE_INDEX = 2  # of [4, 8, 16, 32]

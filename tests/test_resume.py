@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from trainer.trainer import BEST_CHECKPOINT, RECENT_CHECKPOINT
+from trainer.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT
 from utils.io import atomic_torch_save, write_json
 
 EPOCHS = 3

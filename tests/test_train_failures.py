@@ -13,7 +13,7 @@ import utils.io
 from datasets.encoders import _in_hub_cache
 from datasets.features import feature_cache_path
 from model.fmrlrec import FMRLRec
-from trainer.trainer import RECENT_CHECKPOINT
+from trainer.run_folder import RECENT_CHECKPOINT
 
 SMALL = ['--mrl_hidden_sizes', '8,16', '--train_batch_size', '128', '--val_batch_size', '256',
          '--test_batch_size', '256', '--no-use_tensorboard']

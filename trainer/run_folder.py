@@ -1,50 +1,78 @@
-"""The run folder: which configuration a (resumed) run has, and whether its folder can hold it.
+"""The run folder: what a run writes where, and the one place that reads it back.
 
-`resume_arguments(argv)` turns a command line into the run's configuration (with --resume, the saved
-options are the defaults); `check_run_folder_writable` probes --export_root before any data is read;
-`prepare_run_folder` writes args.yaml, refusing a folder that holds another run.
+    RUN/args.yaml                         the run's options, written before training (run_config.py)
+    RUN/environment.yaml, RUN/train.log   what ran where, and what was printed (utils/)
+    RUN/models/best_acc_model.pth         the best epoch's weights (tested, exported)
+    RUN/models/checkpoint-recent.pth      everything a resume needs; written last at each epoch end
+    RUN/logs/logs.csv, RUN/tb/            per-epoch metrics (trainer/loggers.py)
+    RUN/test_metrics.json                 the largest size's test metrics
+    RUN/test_mrl_metrics.json             {size: metrics} for every size
+    RUN/test_mrl_metrics_by_popularity.json   the same ranks by target popularity (trainer/popularity.py)
+
+A suffix ('_masked', '_unmasked') names the metrics files of another protocol than the run's.
+Everything that writes or reads these files goes through the names and functions here.
 """
+import json
 import tempfile
 from pathlib import Path
 
+import torch
 import yaml
 
-from config import ConfigError, build_parser, expand_config, finalize, parse_args
-from trainer.testing import CheckpointError
-from trainer.trainer import RECENT_CHECKPOINT
-from utils.io import DiskFullError, remove_stale_temporaries, write_yaml
+from utils.io import DiskFullError, remove_stale_temporaries, write_json, write_yaml
 
-# Options that may differ between a run and its resumption without changing what is computed.
-RESUMABLE_DIFFERENCES = {'resume', 'device', 'num_workers', 'use_wandb', 'use_tensorboard', 'data_root',
-                         'feature_dir', 'image_root', 'export_root', 'feature_batch_size', 'compile'}
+ARGS_FILE = 'args.yaml'
+MODELS_DIR = 'models'
+LOGS_DIR = 'logs'
+BEST_CHECKPOINT = 'best_acc_model.pth'
+RECENT_CHECKPOINT = 'checkpoint-recent.pth'
+STATE_DICT_KEY = 'model_state_dict'  # the model's weights in either checkpoint
+METRICS_FILE = 'test_mrl_metrics'  # + suffix + '.json': {size: metrics}
+LARGEST_METRICS_FILE = 'test_metrics'  # + suffix + '.json': the largest size's metrics
+POPULARITY_FILE = 'test_mrl_metrics_by_popularity'  # + suffix + '.json'
 
 
 class RunFolderError(OSError):
     """--export_root cannot be created or written."""
 
 
-def config_dict(args):
-    return {k: v for k, v in vars(args).items() if not k.startswith('resolved_')}
+class CheckpointError(RuntimeError):
+    """A run folder, configuration or checkpoint that cannot be read or does not fit the model."""
 
 
-def with_new_defaults(saved):
-    """A saved configuration with the options added since it was written set to their defaults,
-    which are what that run computed with."""
-    defaults = vars(build_parser().parse_args([]))
-    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+def models_dir(root):
+    return Path(root) / MODELS_DIR
 
 
-def config_differences(previous, current):
-    """'key: old -> new' for each option that changes what a run computes."""
-    previous = with_new_defaults(previous)
-    keys = sorted(k for k in set(previous) | set(current)
-                  if k not in RESUMABLE_DIFFERENCES and previous.get(k) != current.get(k))
-    return [f'{k}: {previous.get(k)!r} -> {current.get(k)!r}' for k in keys]
+def best_checkpoint_path(root):
+    return models_dir(root) / BEST_CHECKPOINT
+
+
+def recent_checkpoint_path(root):
+    return models_dir(root) / RECENT_CHECKPOINT
+
+
+def metrics_path(root, suffix=''):
+    return Path(root) / f'{METRICS_FILE}{suffix}.json'
+
+
+def popularity_path(root, suffix=''):
+    return Path(root) / f'{POPULARITY_FILE}{suffix}.json'
+
+
+def find_runs(root):
+    """Every run folder under `root` that holds a best checkpoint."""
+    return sorted(p.parent.parent for p in Path(root).rglob(f'{MODELS_DIR}/{BEST_CHECKPOINT}'))
+
+
+def find_tested_runs(root):
+    """Every run folder under `root` that holds test metrics."""
+    return [p.parent for p in sorted(Path(root).rglob(f'{METRICS_FILE}.json'))]
 
 
 def read_saved_config(root):
     """The options saved in <root>/args.yaml, or None when the folder holds no run."""
-    path = Path(root) / 'args.yaml'
+    path = Path(root) / ARGS_FILE
     if not path.exists():
         return None
     try:
@@ -57,41 +85,62 @@ def read_saved_config(root):
     return saved
 
 
-def resume_arguments(argv):
-    """The configuration for `argv`. With --resume, the run's saved options are the defaults, so
-    `--resume RUN` alone continues RUN as it was started; options given again (on the command line or
-    in a --config file) must agree."""
-    argv = expand_config(argv)  # the raw parsers below must see the file's options
-    args = parse_args(argv)
-    if not args.resume:
-        return args
-    explicit_root = build_parser().parse_args(argv).export_root
-    if args.resume == 'auto':
-        if explicit_root is None:
-            raise ConfigError('--resume auto continues the run in --export_root: give --export_root.')
-        root = Path(explicit_root)
-    else:
-        root = Path(args.resume)
+def read_run_config(root):
+    """The options saved in <root>/args.yaml; CheckpointError when the folder holds no run."""
     saved = read_saved_config(root)
     if saved is None:
-        if args.resume == 'auto':  # the first attempt of a restartable job: start the run
-            print(f'--resume auto: no run in {root} yet; starting it.')
-            args.export_root = str(root)
-            return args
-        raise ConfigError(f'--resume {root}: no run there ({root / "args.yaml"} is missing). Start the run '
-                          f'without --resume, or use --resume auto --export_root {root}.')
-    if args.resume != 'auto' and explicit_root is not None and Path(explicit_root).resolve() != root.resolve():
-        raise ConfigError(f'--resume {root} continues that run in its own folder, but --export_root '
-                          f'{explicit_root} names another. Drop --export_root, or use --resume auto '
-                          f'--export_root {explicit_root} to continue (or start) the run there.')
-    parser = build_parser()
-    defaults = {k: v for k, v in saved.items() if k not in ('resume', 'export_root')}
-    if isinstance(defaults.get('mrl_hidden_sizes'), list):
-        defaults['mrl_hidden_sizes'] = ','.join(str(s) for s in defaults['mrl_hidden_sizes'])
-    parser.set_defaults(**defaults)
-    args = parser.parse_args(argv)
-    args.export_root = str(root)
-    return finalize(args)
+        raise CheckpointError(f'{Path(root) / ARGS_FILE} is missing: {root} is not a run folder made by train.py.')
+    return saved
+
+
+def read_test_metrics(root, suffix=''):
+    """{size (a string): metrics} of the run's test, or None when it was not tested."""
+    path = metrics_path(root, suffix)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_test_metrics(root, by_size, popularity_report, suffix=''):
+    """The three metrics files: every size, the largest size, and every size by target popularity."""
+    largest = str(max(int(size) for size in by_size))
+    write_json(metrics_path(root, suffix), by_size)
+    write_json(Path(root) / f'{LARGEST_METRICS_FILE}{suffix}.json', by_size[largest])
+    write_json(popularity_path(root, suffix), popularity_report)
+
+
+def torch_load(path, map_location='cpu'):
+    """torch.load of a checkpoint this project wrote (not weights-only: it holds RNG states and plain
+    values). Raises what torch raises for a truncated or foreign file."""
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def load_checkpoint(path, map_location='cpu'):
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f'{path} does not exist: the run has no such checkpoint yet '
+                              f'(train it first with train.py, or check --export_root).')
+    try:
+        return torch_load(path, map_location)
+    except Exception as error:  # truncated or foreign file
+        other = RECENT_CHECKPOINT if path.name != RECENT_CHECKPOINT else BEST_CHECKPOINT
+        raise CheckpointError(f'{path} is corrupt or not a checkpoint ({type(error).__name__}: {error}). '
+                              f'Restore it from a copy, fall back to {MODELS_DIR}/{other} if that is intact, '
+                              f'or retrain.') from None
+
+
+def load_model_weights(model, checkpoint, path='checkpoint'):
+    try:
+        model.load_state_dict(checkpoint[STATE_DICT_KEY])
+    except (KeyError, RuntimeError) as error:
+        raise CheckpointError(f'{path} does not fit this configuration (different sizes, blocks, '
+                              f'modalities or dataset?): {str(error).splitlines()[0]}') from None
+
+
+def load_best_weights(model, root, map_location='cpu'):
+    """Load the run's best checkpoint into `model`; returns the checkpoint."""
+    path = best_checkpoint_path(root)
+    checkpoint = load_checkpoint(path, map_location)
+    load_model_weights(model, checkpoint, path)
+    return checkpoint
 
 
 def _cannot_write(root, error):
@@ -124,29 +173,15 @@ def check_run_folder_writable(root):
                 pass
 
 
-def prepare_run_folder(args, write=True):
-    """Write args.yaml, refusing a folder that holds a different run's configuration. Under torchrun
-    every rank checks (so that all stop together) and rank 0 alone writes."""
-    root = Path(args.export_root)
-    current = config_dict(args)
-    previous = read_saved_config(root)
-    if previous is not None:
-        differing = config_differences(previous, current)
-        if differing:
-            raise SystemExit(f'{root} already holds a run with a different configuration '
-                             f'({", ".join(differing[:6])}). Choose another --export_root, or resume it '
-                             f'with the same options.')
-        if not args.resume and (root / 'models' / RECENT_CHECKPOINT).exists():
-            raise SystemExit(f'{root} already holds a trained run. Continue it with --resume {root}, '
-                             f'or choose another --export_root.')
-    if not write:
-        return
+def write_run_config(root, config):
+    """Create the run folder, clear temporaries an interrupted write left, and write args.yaml."""
+    root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        for folder in (root, root / 'models', root / 'logs'):
+        for folder in (root, models_dir(root), root / LOGS_DIR):
             for name in remove_stale_temporaries(folder):
                 print(f'removed {folder / name}, left by an interrupted write')
-        write_yaml(root / 'args.yaml', current)
+        write_yaml(root / ARGS_FILE, config)
     except DiskFullError:
         raise
     except OSError as error:  # e.g. a folder in /proc, or one made read-only since the probe

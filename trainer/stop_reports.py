@@ -4,9 +4,8 @@
 the trainer and its phase); every report is built from it alone.
 """
 from dataclasses import dataclass
-from pathlib import Path
 
-from trainer.trainer import RECENT_CHECKPOINT
+from trainer.run_folder import RECENT_CHECKPOINT, models_dir, recent_checkpoint_path
 
 
 @dataclass
@@ -22,7 +21,7 @@ def _kept(progress):
     trainer, root = progress.trainer, progress.root
     if trainer is None or not trainer.saved_epoch:
         return f'{root} holds no checkpoint yet, so resuming starts at epoch 1'
-    return f'{Path(root) / "models" / RECENT_CHECKPOINT} holds epoch {trainer.saved_epoch}, intact'
+    return f'{recent_checkpoint_path(root)} holds epoch {trainer.saved_epoch}, intact'
 
 
 def _resume(progress):
@@ -51,7 +50,7 @@ def disk_full_report(error, progress):
 
 def non_finite_report(error, trainer, root):
     """A NaN or infinite training loss (or validation scores): nothing was saved after it."""
-    models = Path(root) / 'models'
+    models = models_dir(root)
     if trainer is not None and trainer.epoch:
         kept = (f'Nothing was saved after epoch {trainer.epoch}: {models / RECENT_CHECKPOINT} holds epoch '
                 f'{trainer.epoch}, and best_acc_model.pth epoch {trainer.best_epoch} (test it with '

@@ -17,12 +17,10 @@ from trainer.distributed import SINGLE_PROCESS, local_share, sharded_evaluate
 from trainer.loggers import MetricLoggers
 from trainer.optim import build_optimizer, cosine_with_warmup
 from trainer.rng import restore_rng_states, rng_states
+from trainer.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT, STATE_DICT_KEY, models_dir
 from utils.io import atomic_torch_save
 from utils.runtime import autocast, kill_self, planned_fault, set_seed
 
-BEST_CHECKPOINT = 'best_acc_model.pth'
-RECENT_CHECKPOINT = 'checkpoint-recent.pth'
-STATE_DICT_KEY = 'model_state_dict'
 OPTIMIZER_STATE_DICT_KEY = 'optimizer_state_dict'
 RESUME_KEYS = (STATE_DICT_KEY, OPTIMIZER_STATE_DICT_KEY, 'scheduler_state_dict', 'epoch', 'global_step',
                'best_value', 'best_epoch', 'bad_epochs', 'rng_states')
@@ -54,7 +52,7 @@ class Trainer:
         self.model = model
         self.device = torch.device(device)
         self.export_root = Path(export_root)
-        self.models_dir = self.export_root / 'models'
+        self.models_dir = models_dir(self.export_root)
         self.sizes = list(args.mrl_hidden_sizes)
         self.tokens, self.labels = splits['train']
         self.val_examples = splits['val']

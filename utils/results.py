@@ -1,10 +1,8 @@
 """Collect finished runs into one markdown table, next to the paper's rows."""
 import csv
-import json
 from pathlib import Path
 
-import yaml
-
+from trainer.run_folder import LOGS_DIR, find_tested_runs, read_saved_config, read_test_metrics
 from utils.paper import paper_reference
 
 COLUMNS = ('NDCG@5', 'Recall@5', 'NDCG@10', 'Recall@10')
@@ -22,14 +20,13 @@ def relative_difference(ours, theirs):
 def run_summary(run):
     """Facts about one finished run folder, or None when it has no test results."""
     run = Path(run)
-    results = run / 'test_mrl_metrics.json'
-    if not results.exists() or not (run / 'args.yaml').exists():
+    by_size = read_test_metrics(run)
+    config = read_saved_config(run)
+    if by_size is None or config is None:
         return None
-    config = yaml.safe_load((run / 'args.yaml').read_text())
-    by_size = json.loads(results.read_text())
     largest = str(max(int(s) for s in by_size))
     seconds, epochs, best_epoch, best = 0.0, 0, None, -1.0
-    log = run / 'logs' / 'logs.csv'
+    log = run / LOGS_DIR / 'logs.csv'
     if log.exists():
         with open(log, newline='') as handle:
             for row in csv.DictReader(handle):
@@ -38,19 +35,19 @@ def run_summary(run):
                 value = float(row.get(f"val_{config.get('best_metric', 'NDCG@10')}") or -1)
                 if value > best:
                     best, best_epoch = value, epochs
-    masked_path = run / 'test_mrl_metrics_masked.json'
+    masked = read_test_metrics(run, '_masked')
     return {
         'run': run.name, 'path': str(run), 'dataset': config.get('dataset_code'), 'modality': modality_of(config),
         'encoder': config.get('language_encoder') if config.get('use_language_encoder') else None,
         'D': int(largest), 'blocks': config.get('lru_num_blocks'), 'lr': config.get('lr'),
         'mask_history': bool(config.get('mask_history')), 'epochs': epochs, 'best_epoch': best_epoch,
         'train_minutes': seconds / 60, 'metrics': by_size[largest], 'by_size': by_size,
-        'masked_metrics': json.loads(masked_path.read_text())[largest] if masked_path.exists() else None,
+        'masked_metrics': masked[largest] if masked is not None else None,
     }
 
 
 def find_summaries(root):
-    summaries = [run_summary(p.parent) for p in sorted(Path(root).rglob('test_mrl_metrics.json'))]
+    summaries = [run_summary(run) for run in find_tested_runs(root)]
     return [s for s in summaries if s is not None]
 
 
@@ -87,7 +84,7 @@ def comparison_markdown(summary):
 
 def training_curve_markdown(run, sizes_to_show=3):
     """Per-epoch training loss and validation NDCG@10 (largest and a few smaller sizes) from logs.csv."""
-    log = Path(run) / 'logs' / 'logs.csv'
+    log = Path(run) / LOGS_DIR / 'logs.csv'
     if not log.exists():
         return ''
     with open(log, newline='') as handle:
