@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from datasets.encoders import DEFAULT_IMG_ENCODER, DEFAULT_LANGUAGE_ENCODER
+from datasets.image_features import MISSING_IMAGE_POLICIES
 from datasets.item_text import parse_text_fields  # one parser for train.py and the feature builder
 from utils.config_file import ConfigFileError, expand_config_argv
 
@@ -18,8 +20,6 @@ DEFAULT_SIZES = '8,16,32,64,128,256,512,1024'
 EXPERIMENT_ROOT = 'experiments'
 DEMO_ENCODER = 'demo-synthetic'
 DEMO_EPOCHS = 10  # the demo converges in a few epochs; keeps the default demo run under 2 minutes
-DEFAULT_LANGUAGE_ENCODER = 'BAAI/bge-large-en-v1.5'
-DEFAULT_IMG_ENCODER = 'google/siglip-large-patch16-256'
 
 EXAMPLES = """examples:
   python train.py --dataset_code demo                              # synthetic demo, < 2 min on 2 CPU cores
@@ -118,7 +118,7 @@ def build_parser():
     data.add_argument('--split', type=str, default='leave_one_out', choices=['leave_one_out'],
                       help='last item: test, second last: validation')
     data.add_argument('--seed', type=int, default=42, help='initial weights, dropout and the data order')
-    data.add_argument('--missing_image', type=str, default='zero', choices=['zero', 'error'],
+    data.add_argument('--missing_image', type=str, default='zero', choices=MISSING_IMAGE_POLICIES,
                       help='items without a photo get a zero image feature, or stop with a list')
     data.add_argument('--text_fields', type=str, default='all',
                       help="the item text's fields: 'all' (title, price, brand, categories) or a comma "

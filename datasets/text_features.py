@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.encoders import EncoderError, load_failure
+from datasets.encoders import DEFAULT_LANGUAGE_ENCODER, EncoderError, load_failure
 from datasets.features import add_build_options, build_output_path, feature_cache_path, save_feature_table
 from datasets.item_text import ALL_FIELDS, chosen_fields, item_fields, item_text, parse_text_fields
-
-DEFAULT_LANGUAGE_ENCODER = 'BAAI/bge-large-en-v1.5'
 
 
 def dataset_item_ids(data_dir, num_items=None):

@@ -8,8 +8,9 @@ import torch
 
 from config import parse_args
 from datasets.feature_preprocessing import preprocess_features
-from datasets.features import (FeatureTableError, check_feature_table, ensure_feature_tables, feature_cache_path,
-                               load_feature_table, save_feature_table)
+from datasets.feature_builds import ensure_feature_tables
+from datasets.features import (FeatureTableError, check_feature_table, feature_cache_path, load_feature_table,
+                               save_feature_table)
 from datasets.item_text import item_text, parse_text_fields
 from datasets.text_features import dataset_item_texts
 from datasets.text_features import main as text_main

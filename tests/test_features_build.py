@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.features import ensure_feature_tables, feature_cache_path, save_feature_table
+from datasets.feature_builds import ensure_feature_tables
+from datasets.features import feature_cache_path, save_feature_table
 from datasets.image_features import (MissingImagesError, build_image_features, encode_images,
                                      load_image_encoder, pooled_image_features)
 from datasets.image_features import main as image_main

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from config import parse_args
-from datasets.features import FeatureTableError, ensure_feature_tables, feature_cache_path, save_feature_table
+from datasets.feature_builds import ensure_feature_tables
+from datasets.features import FeatureTableError, feature_cache_path, save_feature_table
 from tests.conftest import SHARED_DATA
 from trainer.setup import build_model, load_data
 from trainer.trainer import Trainer

@@ -3,6 +3,7 @@ from pathlib import Path
 
 from datasets.demo import DEMO_CODE, ensure_demo
 from datasets.feature_preprocessing import preprocess_features
+from datasets.feature_builds import ensure_feature_tables
 from datasets.features import feature_cache_path, load_feature_table
 from datasets.p5 import load_p5, metadata_warning, split_examples
 from model.fmrlrec import FMRLRec
@@ -13,7 +14,7 @@ def dataset_dir(args):
 
 
 def load_features(args, num_items):
-    """{'text': (N+1, d) or None, 'image': ...}: built when missing (datasets/features.py), then each
+    """{'text': (N+1, d) or None, 'image': ...}: built when missing (datasets/feature_builds.py), then each
     table transformed by --feature_preprocessing on its own (datasets/feature_preprocessing.py)."""
     data_dir = dataset_dir(args)
     if args.dataset_code == DEMO_CODE:  # the demo ships its tables in its own folder
@@ -22,7 +23,6 @@ def load_features(args, num_items):
         tables = {'text': demo_table('text', args.language_encoder, args.use_language_encoder),
                   'image': demo_table('image', args.img_encoder, args.use_img_encoder)}
     else:
-        from datasets.features import ensure_feature_tables  # builds caches with the encoders
         tables = ensure_feature_tables(
             data_dir, num_items, use_text=args.use_language_encoder, use_image=args.use_img_encoder,
             language_encoder=args.language_encoder, img_encoder=args.img_encoder,
