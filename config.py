@@ -19,6 +19,17 @@ from utils.config_file import ConfigFileError, expand_config_argv
 DEFAULT_SIZES = '8,16,32,64,128,256,512,1024'
 EXPERIMENT_ROOT = 'experiments'
 DEMO_ENCODER = 'demo-synthetic'
+# Options of the released code that change nothing here: accepted with the one value this code
+# computes with (old command lines and args.yaml files as --config keep working), refused with any
+# other, and never saved.
+RETIRED_OPTIONS = {'min_rating': 0, 'min_uc': 5, 'min_sc': 5, 'split': 'leave_one_out', 'eval_mode': None}
+RETIRED_REASONS = {
+    'min_rating': 'the P5 files are filtered already; python -m datasets.prepare builds other data',
+    'min_uc': 'train.py does not filter; python -m datasets.prepare --min_uc builds a differently filtered dataset',
+    'min_sc': 'train.py does not filter; python -m datasets.prepare --min_sc builds a differently filtered dataset',
+    'split': 'the split is always leave-one-out (last item: test, second last: validation)',
+    'eval_mode': 'train.py always tests every size; plots and summaries: python eval.py --eval_mode',
+}
 DEMO_EPOCHS = 10  # the demo converges in a few epochs; keeps the default demo run under 2 minutes
 
 EXAMPLES = """examples:
@@ -112,11 +123,10 @@ def build_parser():
     data.add_argument('--feature_dir', type=str, default=None,
                       help='where the frozen feature tables are cached (default <data_root>/<dataset_code>/features); '
                            'set it when the data folder is read-only')
-    data.add_argument('--min_rating', type=int, default=0, help='kept for compatibility (P5 files are filtered already)')
-    data.add_argument('--min_uc', type=int, default=5, help='kept for compatibility; datasets.prepare filters')
-    data.add_argument('--min_sc', type=int, default=5, help='kept for compatibility; datasets.prepare filters')
-    data.add_argument('--split', type=str, default='leave_one_out', choices=['leave_one_out'],
-                      help='last item: test, second last: validation')
+    retired = p.add_argument_group('retired (options of the released code that change nothing here)')
+    for name, only in RETIRED_OPTIONS.items():
+        retired.add_argument(f'--{name}', type=type(only) if only is not None else str, default=argparse.SUPPRESS,
+                       help=f'retired{"" if only is None else f", accepted only as {only!r}"}: {RETIRED_REASONS[name]}')
     data.add_argument('--seed', type=int, default=42, help='initial weights, dropout and the data order')
     data.add_argument('--missing_image', type=str, default='zero', choices=MISSING_IMAGE_POLICIES,
                       help='items without a photo get a zero image feature, or stop with a list')
@@ -152,8 +162,6 @@ def build_parser():
     _add_bool(train, 'compile', False, 'torch.compile the model')
 
     evaluation = p.add_argument_group('evaluation')
-    evaluation.add_argument('--eval_mode', type=str, default=None, choices=[None, 'plot', 'test'],
-                            help='eval.py: plot writes PNG plots of metrics against size')
     _add_bool(evaluation, 'early_stopping', True, 'stop when validation stops improving')
     evaluation.add_argument('--early_stopping_patience', type=int, default=10,
                             help='epochs without improvement of --best_metric (largest size) before stopping')
@@ -210,8 +218,17 @@ def default_export_root(args):
     return str(Path(EXPERIMENT_ROOT) / _git_branch() / args.model_code / name)
 
 
+def without_retired(options):
+    """A saved configuration (args.yaml, a checkpoint's) without the retired options older runs saved."""
+    return {k: v for k, v in options.items() if k not in RETIRED_OPTIONS}
+
+
 def finalize(args):
     """Validate and derive fields; raises ConfigError with the reason."""
+    for name, only in RETIRED_OPTIONS.items():  # never kept: they change nothing
+        value = vars(args).pop(name, only)
+        if value != only:
+            raise ConfigError(f'--{name} {value}: {RETIRED_REASONS[name]}')
     args.mrl_hidden_sizes = parse_sizes(args.mrl_hidden_sizes)
     if args.lru_max_len < 1:
         raise ConfigError(f'--lru_max_len must be at least 1, got {args.lru_max_len}')

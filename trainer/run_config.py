@@ -6,7 +6,7 @@ run; `saved_run_args` gives a finished run's options (eval.py, export.py) with a
 """
 from pathlib import Path
 
-from config import ConfigError, build_parser, expand_config, finalize, parse_args
+from config import ConfigError, build_parser, expand_config, finalize, parse_args, without_retired
 from trainer.run_folder import ARGS_FILE, read_run_config, read_saved_config, recent_checkpoint_path, write_run_config
 
 # Options that may differ between a run and its resumption without changing what is computed.
@@ -20,7 +20,8 @@ def config_dict(args):
 
 def with_new_defaults(saved):
     """A saved configuration with the options added since it was written set to their defaults,
-    which are what that run computed with."""
+    which are what that run computed with, and without the options retired since."""
+    saved = without_retired(saved)
     defaults = vars(build_parser().parse_args([]))
     return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
 
@@ -61,7 +62,7 @@ def resume_arguments(argv):
                           f'{explicit_root} names another. Drop --export_root, or use --resume auto '
                           f'--export_root {explicit_root} to continue (or start) the run there.')
     parser = build_parser()
-    defaults = {k: v for k, v in saved.items() if k not in ('resume', 'export_root')}
+    defaults = {k: v for k, v in without_retired(saved).items() if k not in ('resume', 'export_root')}
     if isinstance(defaults.get('mrl_hidden_sizes'), list):
         defaults['mrl_hidden_sizes'] = ','.join(str(s) for s in defaults['mrl_hidden_sizes'])
     parser.set_defaults(**defaults)
@@ -91,7 +92,7 @@ def prepare_run_folder(args, write=True):
 
 def saved_run_args(export_root, overrides):
     """A finished run's saved configuration as a namespace, with `overrides` (None: keep) applied."""
-    saved = read_run_config(export_root)
+    saved = without_retired(read_run_config(export_root))
     args = build_parser().parse_args([])
     for key, value in saved.items():
         setattr(args, key, value)
