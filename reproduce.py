@@ -40,7 +40,7 @@ def preset_path(dataset):
 
 
 def preset_argv(dataset, ablation, stamp):
-    """The paper's best configuration (SPEC §4) for `dataset`, as train.py arguments."""
+    """The paper's best configuration (docs/method.md) for `dataset`, as train.py arguments."""
     return ['--config', preset_path(dataset), '--export_root', f'experiments/reproduce/{dataset}_{ablation}_{stamp}',
             ] + ABLATION_FLAGS[ablation]
 

@@ -1,4 +1,4 @@
-"""Synthetic data of Beauty's shape (SPEC §1): the benchmark's workload, built in memory.
+"""Synthetic data of Beauty's shape (datasets/prepare.py's published table): the benchmark's workload, built in memory.
 
 Speed and memory depend only on the shapes (users, items, sequence lengths, feature widths), not on
 what the items are, so random sequences with Beauty's length distribution and random L2-normalised

@@ -1,4 +1,4 @@
-"""Frozen image features (SPEC §2): each item's photo encoded by SigLIP through transformers.
+"""Frozen image features (docs/method.md, Item features): each item's photo encoded by SigLIP through transformers.
 
     python -m datasets.image_features --data_dir data/beauty --image_root photos \
         [--img_encoder google/siglip-large-patch16-256] [--missing_image zero|error]

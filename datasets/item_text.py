@@ -1,4 +1,4 @@
-"""The text that describes an item to the sentence encoder (SPEC §2).
+"""The text that describes an item to the sentence encoder (docs/data.md, Text features).
 
     Title: <title>
     Price: <price>
@@ -80,7 +80,7 @@ def item_fields(meta, fields=ALL_FIELDS):
 
 
 def item_text(meta, fields=ALL_FIELDS):
-    """The SPEC §2 text for one item's metadata dict (None or {} for an item without metadata),
+    """The text (docs/data.md, Text features) for one item's metadata dict (None or {} for an item without metadata),
     from the chosen `fields` only ('all', or e.g. 'title,brand')."""
     found = item_fields(meta, fields)
     if not found:

@@ -1,4 +1,4 @@
-"""The P5/VIP5 dataset folder (SPEC §1): sequences, id maps, metadata, and the leave-one-out split.
+"""The P5/VIP5 dataset folder (docs/method.md, Data): sequences, id maps, metadata, and the leave-one-out split.
 
 Every problem with a file raises `DataError` naming the file, the line and what to do.
 """

@@ -1,13 +1,13 @@
-"""Raw McAuley Amazon-2014 files -> a P5/VIP5 dataset folder (SPEC §1).
+"""Raw McAuley Amazon-2014 files -> a P5/VIP5 dataset folder (docs/data.md, section 1).
 
     python -m datasets.prepare --dataset_code beauty --raw_dir RAW --data_root data
 
 reads `RAW/reviews_Beauty_5.json.gz` (or `RAW/ratings_Beauty.csv`) and `RAW/meta_Beauty.json.gz`,
-applies iterated k-core filtering, numbers users and items by SPEC §1's rule (the rule that
+applies iterated k-core filtering, numbers users and items by the P5 rule (docs/method.md, Data: the rule that
 reproduces the published P5 files byte for byte) and writes `data/beauty/`:
 sequential_data.txt, datamaps.json, meta.json.gz (the dataset's items only, in item-id order) and
 item2img_dict.pkl (ASIN -> `<code>/<image file name>`, from `imUrl`). Then it prints the statistics
-and compares them with SPEC's table for the known codes.
+and compares them with the published table for the known codes.
 """
 import argparse
 import gzip
@@ -22,7 +22,7 @@ from datasets.raw_amazon import (CATEGORIES, find_raw_files, group_by_user, kcor
                                  number_ids, read_interactions, read_raw_meta)
 from datasets.download_images import image_file_name
 
-# SPEC §1's table (published P5/VIP5 statistics).
+# The published P5/VIP5 statistics, which builds of the known codes are checked against.
 PUBLISHED_STATS = {
     'beauty': {'users': 22363, 'items': 12101, 'interactions': 198502, 'avg_len': 8.88, 'items_with_image': 12023},
     'clothing': {'users': 39387, 'items': 23033, 'interactions': 278677, 'avg_len': 7.08, 'items_with_image': 22299},
@@ -90,7 +90,7 @@ def dataset_statistics(sequences, id2item, meta, item2img):
 
 def format_statistics(code, stats):
     published = PUBLISHED_STATS.get(code, {})
-    lines = [f'{"statistic":<22}{"this build":>14}{"SPEC table":>14}']
+    lines = [f'{"statistic":<22}{"this build":>14}{"published":>14}']
     for key, label in STAT_LABELS:
         value = stats[key]
         shown = f'{value:,.2f}' if isinstance(value, float) else f'{value:,}'
@@ -103,7 +103,7 @@ def format_statistics(code, stats):
 
 
 def compare_with_published(code, stats, keys=CORE_STATS):
-    """[(statistic, built, published)] for every statistic in `keys` that differs from SPEC's table."""
+    """[(statistic, built, published)] for every statistic in `keys` that differs from the published table."""
     published = PUBLISHED_STATS.get(code)
     if published is None:
         return []
@@ -145,7 +145,7 @@ def prepare(dataset_code, raw_dir, data_root, *, category=None, interactions_fil
 
 
 def report_statistics(code, stats, out=None):
-    """Print the table; return the list of differences from SPEC's table (printed loudly)."""
+    """Print the table; return the list of differences from the published table (printed loudly)."""
     out = out or sys.stdout  # looked up at call time, so redirected output is honoured
     print(format_statistics(code, stats), file=out)
     differences = compare_with_published(code, stats)
@@ -153,7 +153,7 @@ def report_statistics(code, stats, out=None):
         print(f'(no published statistics for {code!r} to compare with)', file=out)
     elif differences:
         banner = '!' * 78
-        print(f'\n{banner}\nWARNING: {code} differs from the published P5/VIP5 statistics (SPEC §1):', file=out)
+        print(f'\n{banner}\nWARNING: {code} differs from the published P5/VIP5 statistics:', file=out)
         for key, built, published in differences:
             print(f'  {key}: built {built:,} vs published {published:,}', file=out)
         print('Likely causes: the ratings CSV instead of the 5-core reviews file, other --min_uc/--min_sc,\n'
@@ -181,7 +181,7 @@ def build_parser():
     parser.add_argument('--drop_items_without_meta', action='store_true',
                         help='drop items without metadata before k-core (the paper; not the published files)')
     parser.add_argument('--strict', action='store_true',
-                        help='exit with status 1 when the statistics differ from SPEC\'s table')
+                        help='exit with status 1 when the statistics differ from the published table')
     parser.add_argument('--no_progress', action='store_true', help='no progress bars')
     return parser
 

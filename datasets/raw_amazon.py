@@ -1,4 +1,4 @@
-"""Reading McAuley's raw Amazon-2014 files, k-core filtering and SPEC §1's id numbering.
+"""Reading McAuley's raw Amazon-2014 files, k-core filtering and the P5 id numbering.
 
 Raw formats:
 - 5-core reviews `reviews_<Category>_5.json(.gz)`: one JSON object per line with `reviewerID`,
@@ -127,7 +127,7 @@ def kcore_filter(user_items, min_uc=5, min_sc=5):
 
 
 def number_ids(user_items):
-    """SPEC §1: users 1..U in order of first appearance (the dict order), items 1..I in order of
+    """The P5 numbering (docs/method.md, Data): users 1..U in order of first appearance (the dict order), items 1..I in order of
     first appearance reading the users' sequences in user-id order.
     Returns (sequences: list of item-id lists, index 0 = user 1; datamaps in the published layout)."""
     user2id, item2id = {}, {}

@@ -1,4 +1,4 @@
-"""Frozen text features (SPEC §2): the item text of every item, encoded by a sentence-transformers model.
+"""Frozen text features (docs/method.md, Item features): the item text of every item, encoded by a sentence-transformers model.
 
     python -m datasets.text_features --data_dir data/beauty [--language_encoder BAAI/bge-large-en-v1.5]
 

@@ -7,7 +7,7 @@ On the CPU, torch's MemTracker adds up live tensor bytes (parameters, gradients,
 frozen feature buffer, activations) at the worst moment: what `torch.cuda.max_memory_allocated`
 would report on a GPU, without the CUDA context (~0.5 GiB) or allocator slack. Data: the real
 sequences where `--data_root` holds them (P5 layout), else random sequences with the dataset's user
-and item counts and mean length (SPEC §1); random 1024-d text and image features (memory depends on
+and item counts and mean length (datasets/prepare.py's published table); random 1024-d text and image features (memory depends on
 shapes only). Memory depends on the batch through its labelled positions, so two batches are
 measured: a typical one and the one of the longest histories (the worst batch of an epoch).
 For the per-GPU figure of DDP over N GPUs, pass --batch_size 32/N (and add the DDP gradient

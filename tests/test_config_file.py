@@ -7,7 +7,7 @@ from config import parse_args
 from trainer.run_config import config_dict, config_differences, resume_arguments
 from utils.io import write_yaml
 
-# The paper's best configuration per dataset (SPEC §4), as reproduce.py hard-coded it before the presets.
+# The paper's best configuration per dataset (docs/method.md), as reproduce.py hard-coded it before the presets.
 PAPER = {'beauty': (0.0, 0.6), 'clothing': (0.1, 0.5), 'sports': (0.1, 0.5), 'toys': (0.0, 0.6)}
 
 

@@ -1,4 +1,4 @@
-"""The P5 loader, the split and the training examples (SPEC §1), feature tables, and their errors."""
+"""The P5 loader, the split and the training examples (docs/method.md, Data), feature tables, and their errors."""
 import json
 
 import numpy as np

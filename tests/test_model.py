@@ -194,7 +194,7 @@ def test_loss_is_sum_or_mean_of_per_size_cross_entropies(reduction):
 
 
 def test_empty_context_target_is_trained():
-    """A short sequence's first item is a target whose input is padding (SPEC §1)."""
+    """A short sequence's first item is a target whose input is padding (docs/method.md, Data)."""
     tokens, labels = left_padded_batch([3], 6)
     assert tokens[0, 3].item() == 0 and labels[0, 3].item() > 0
     packed = pack_batch(tokens, labels > 0)

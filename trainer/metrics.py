@@ -1,4 +1,4 @@
-"""Full-ranking metrics (SPEC §5): Recall@k, NDCG@k and MRR@k from each target's rank."""
+"""Full-ranking metrics (docs/method.md, Metrics): Recall@k, NDCG@k and MRR@k from each target's rank."""
 import math
 
 import torch

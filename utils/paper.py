@@ -1,4 +1,4 @@
-"""The published numbers of the paper (SPEC §6), for side-by-side tables."""
+"""The published numbers of the paper (docs/method.md, The published numbers), for side-by-side tables."""
 
 # Table 2, test set, fMRLRec at D = 1024.
 PAPER_FMRLREC = {
