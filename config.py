@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from datasets.demo import DEMO_CODE, DEMO_ENCODER
 from datasets.encoders import DEFAULT_IMG_ENCODER, DEFAULT_LANGUAGE_ENCODER
 from datasets.image_features import MISSING_IMAGE_POLICIES
 from datasets.item_text import parse_text_fields  # one parser for train.py and the feature builder
@@ -18,7 +19,6 @@ from utils.config_file import ConfigFileError, expand_config_argv
 
 DEFAULT_SIZES = '8,16,32,64,128,256,512,1024'
 EXPERIMENT_ROOT = 'experiments'
-DEMO_ENCODER = 'demo-synthetic'
 # Options of the released code that change nothing here: accepted with the one value this code
 # computes with (old command lines and args.yaml files as --config keep working), refused with any
 # other, and never saved.
@@ -116,7 +116,7 @@ def build_parser():
                    help='read options from a YAML file (option: value lines, as in a run\'s args.yaml; the '
                         "paper's presets are presets/<dataset>.yaml); options on the command line win")
     data = p.add_argument_group('data')
-    data.add_argument('--dataset_code', type=str, default='demo',
+    data.add_argument('--dataset_code', type=str, default=DEMO_CODE,
                       help='beauty, clothing, sports, toys, or demo (a synthetic set made on first use)')
     data.add_argument('--data_root', type=str, default='data', help='folder holding <dataset_code>/')
     data.add_argument('--image_root', type=str, default='photos', help='folder holding <dataset_code>/*.jpg')
@@ -250,7 +250,7 @@ def finalize(args):
     if args.early_stopping_patience < 1:
         raise ConfigError(f'--early_stopping_patience must be at least 1, got {args.early_stopping_patience}')
     if args.num_epochs is None:
-        args.num_epochs = DEMO_EPOCHS if args.dataset_code == 'demo' else 500
+        args.num_epochs = DEMO_EPOCHS if args.dataset_code == DEMO_CODE else 500
     for name in ('train_batch_size', 'val_batch_size', 'test_batch_size', 'num_epochs'):
         if getattr(args, name) < 1:
             raise ConfigError(f'--{name} must be at least 1, got {getattr(args, name)}')
@@ -274,10 +274,10 @@ def finalize(args):
                               f'(the ID-only model); turn on --use_language_encoder or --use_img_encoder')
     if args.text_fields != 'all' and not args.use_language_encoder:
         raise ConfigError(f'--text_fields {args.text_fields} chooses the item text, but --use_language_encoder is off')
-    if args.text_fields != 'all' and args.dataset_code == 'demo':
+    if args.text_fields != 'all' and args.dataset_code == DEMO_CODE:
         raise ConfigError(f"--text_fields {args.text_fields}: the demo's text features are synthetic, not encoded "
                           f'from item text; use --text_fields all with --dataset_code demo')
-    if args.dataset_code == 'demo':
+    if args.dataset_code == DEMO_CODE:
         # The demo ships its own synthetic features; the hub encoders are never needed for it.
         if args.language_encoder == DEFAULT_LANGUAGE_ENCODER:
             args.language_encoder = DEMO_ENCODER

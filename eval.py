@@ -22,7 +22,7 @@ from deploy.run_export import run_source
 from trainer.final_evaluation import evaluate_best_checkpoint, print_popularity_table, print_table
 from trainer.run_config import saved_run_args
 from trainer.run_folder import CheckpointError, find_runs, metrics_path, read_run_config, read_test_metrics
-from trainer.setup import build_model, load_data
+from trainer.run_inputs import build_model, load_data
 from trainer.trained_run import load_trained_run
 from utils.io import DiskFullError, atomic_write_text
 from utils.plots import plot_metrics_by_size

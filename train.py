@@ -25,7 +25,7 @@ from trainer.metrics import NonFiniteScoresError
 from trainer.run_config import config_dict, prepare_run_folder, resume_arguments
 from trainer.run_folder import (CheckpointError, RunFolderError, check_run_folder_writable, metrics_path,
                                 recent_checkpoint_path)
-from trainer.setup import build_model, load_data, modality_name
+from trainer.run_inputs import build_model, load_data, modality_name
 from trainer.stop_reports import RunProgress, disk_full_report, interrupted_report, non_finite_report
 from trainer.trained_run import load_resume_state
 from trainer.trainer import NonFiniteLossError, Trainer, rank_seed

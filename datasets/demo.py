@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from config import DEMO_ENCODER
 from datasets.features import feature_cache_path, save_feature_table
 
 DEMO_CODE = 'demo'
+DEMO_ENCODER = 'demo-synthetic'  # the encoder name of the demo's synthetic feature tables
 NUM_USERS = 1200
 NUM_CATEGORIES = 8
 ITEMS_PER_CATEGORY = 40

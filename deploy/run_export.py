@@ -5,7 +5,7 @@ from deploy.catalogue import read_catalogue
 from deploy.export_format import build_export, model_from_export
 from model.slicing import SizeError, size_position
 from trainer.run_folder import CheckpointError, best_checkpoint_path, read_run_config, read_test_metrics
-from trainer.setup import modality_name
+from trainer.run_inputs import modality_name
 from trainer.trained_run import load_trained_run
 
 # What loading a run for export can raise with a message meant for the user.

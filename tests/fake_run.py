@@ -9,7 +9,7 @@ import shutil
 import torch
 
 from config import parse_args
-from trainer.setup import build_model, load_data
+from trainer.run_inputs import build_model, load_data
 from trainer.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY
 from utils.io import write_json, write_yaml
 

@@ -19,7 +19,7 @@ from model.nested_loss import projected_chunk_count
 from tests.conftest import ROOT
 from trainer import compile as compile_module
 from trainer.rng import restore_rng_states, rng_states
-from trainer.setup import build_model, load_data
+from trainer.run_inputs import build_model, load_data
 from trainer.run_folder import RECENT_CHECKPOINT
 from trainer.trainer import Trainer, rank_seed
 

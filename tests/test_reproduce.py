@@ -7,7 +7,8 @@ import pytest
 import eval as eval_script
 import reproduce
 import results_table
-from config import DEMO_ENCODER, parse_args
+from config import parse_args
+from datasets.demo import DEMO_ENCODER
 from datasets.features import feature_cache_path
 
 

@@ -7,7 +7,7 @@ import yaml
 import eval as eval_script
 import train as train_script
 from datasets.p5 import load_p5, split_examples
-from trainer.baselines import popularity_metrics
+from popularity_baseline import popularity_metrics
 
 SIZES = '8,16,32,64'
 

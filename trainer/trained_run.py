@@ -4,7 +4,7 @@ from datasets.demo import DEMO_CODE, ensure_demo
 from datasets.p5 import load_p5
 from trainer.run_config import config_differences, saved_run_args
 from trainer.run_folder import CheckpointError, load_best_weights, torch_load
-from trainer.setup import build_model, dataset_dir, load_features
+from trainer.run_inputs import build_model, dataset_dir, load_features
 from trainer.trainer import RESUME_KEYS
 
 
