@@ -38,6 +38,8 @@ HYBRID = ['--item_id_embedding', 'True']
 
 DROPOUT_01 = ['--lru_dropout', '0.1', '--lru_attn_dropout', '0.1']
 D256 = ['--mrl_hidden_sizes', '8,16,32,64,128,256']
+LR_3E3 = ['--lr', '3e-3']
+TEXT_BEST = DROPOUT_01 + LR_3E3 + ['--feature_preprocessing', 'whiten']
 
 # (row, factor, what changes, options after BASE); text rows use the MiniLM features.
 ROWS = [
@@ -55,7 +57,11 @@ ROWS = [
     ('text_lr1e-4', 'learning rate', 'lr 1e-4', ['--lr', '1e-4']),
     ('text_title', 'item text', 'title only', ['--text_fields', 'title']),
     ('text_D128', 'width', 'D = 128', ['--mrl_hidden_sizes', '8,16,32,64,128']),
+    # every change that helped text on its own, together; then the same for ID-only and hybrid
+    ('text_best', 'best configuration', 'text-only, dropout 0.1, lr 3e-3, whitened', TEXT_BEST),
     ('text_centred', 'features', 'mean-centred', ['--feature_preprocessing', 'centre']),
+    ('id_best', 'best configuration', 'ID-only, dropout 0.1, lr 3e-3', ID_ONLY + DROPOUT_01 + LR_3E3),
+    ('hybrid_best', 'best configuration', 'hybrid, dropout 0.1, lr 3e-3, whitened', HYBRID + TEXT_BEST),
     ('text_epochs', 'epochs', 'budget 20, stop after 3 epochs without gain',
      ['--num_epochs', '20', '--early_stopping_patience', '3']),
     ('text_dropout0.0', 'dropout', 'dropout 0', ['--lru_dropout', '0.0', '--lru_attn_dropout', '0.0']),
