@@ -25,7 +25,7 @@ from trainer.metrics import NonFiniteScoresError
 from trainer.run_config import config_dict, prepare_run_folder, resume_arguments
 from trainer.run_folder import (CheckpointError, RunFolderError, check_run_folder_writable, metrics_path,
                                 recent_checkpoint_path)
-from trainer.run_inputs import build_model, load_data, modality_name
+from trainer.run_inputs import build_model, load_data, run_modality_name
 from trainer.stop_reports import RunProgress, disk_full_report, interrupted_report, non_finite_report
 from trainer.trained_run import load_resume_state
 from trainer.trainer import NonFiniteLossError, Trainer, rank_seed
@@ -57,7 +57,7 @@ def run(argv, group, device, progress, log):
     # Rank 0 generates the demo or builds missing feature caches alone; the others then read them.
     data, splits, features = main_first(group, lambda: load_inputs(args, group, say))
     say(f'{args.dataset_code}: {data.num_users} users, {data.num_items} items, '
-        f'{data.num_interactions} interactions; features: {modality_name(args)}; device {device}'
+        f'{data.num_interactions} interactions; features: {run_modality_name(args)}; device {device}'
         + (f' x {group.world_size} processes' if group.enabled else ''))
     model = build_model(args, data.num_items, features).to(device)
     if group.rank > 0:

@@ -20,6 +20,12 @@ from utils.io import atomic_write_bytes, atomic_write_text
 MODALITIES = ('text', 'image')
 
 
+def modality_name(use_text, use_image):
+    """What a model sees, as runs, logs and tables name it: 'text+image', 'text', 'image' or 'id'."""
+    used = [name for name, on in zip(MODALITIES, (use_text, use_image)) if on]
+    return '+'.join(used) if used else 'id'
+
+
 class FeatureTableError(ValueError):
     """A cached feature table is missing, of the wrong shape, or was built by another encoder."""
 

@@ -5,7 +5,7 @@ from deploy.catalogue import read_catalogue
 from deploy.export_format import build_export, model_from_export
 from model.slicing import SizeError, size_position
 from trainer.run_folder import CheckpointError, best_checkpoint_path, read_run_config, read_test_metrics
-from trainer.run_inputs import modality_name
+from trainer.run_inputs import run_modality_name
 from trainer.trained_run import load_trained_run
 
 # What loading a run for export can raise with a message meant for the user.
@@ -27,7 +27,7 @@ def run_metrics(export_root, size):
 
 def run_source(export_root, args):
     """Where an export comes from, stored in the file for the record."""
-    return {'run': str(export_root), 'dataset_code': args.dataset_code, 'features': modality_name(args),
+    return {'run': str(export_root), 'dataset_code': args.dataset_code, 'features': run_modality_name(args),
             'text_encoder': args.language_encoder if args.use_language_encoder else '',
             'image_encoder': args.img_encoder if args.use_img_encoder else ''}
 

@@ -4,7 +4,7 @@ from pathlib import Path
 from datasets.demo import DEMO_CODE, ensure_demo
 from datasets.feature_preprocessing import preprocess_features
 from datasets.feature_builds import ensure_feature_tables
-from datasets.features import feature_cache_path, load_feature_table
+from datasets.features import feature_cache_path, load_feature_table, modality_name
 from datasets.p5 import load_p5, metadata_warning, split_examples
 from model.fmrlrec import FMRLRec
 
@@ -59,6 +59,5 @@ def build_model(args, num_items, features):
         r_max=args.lru_r_max, bias=args.lru_use_bias, item_id_embedding=args.item_id_embedding)
 
 
-def modality_name(args):
-    used = [name for name, on in (('text', args.use_language_encoder), ('image', args.use_img_encoder)) if on]
-    return '+'.join(used) if used else 'id'
+def run_modality_name(args):
+    return modality_name(args.use_language_encoder, args.use_img_encoder)

@@ -2,6 +2,7 @@
 import csv
 from pathlib import Path
 
+from datasets.features import modality_name
 from trainer.run_folder import LOGS_DIR, find_tested_runs, read_saved_config, read_test_metrics
 from utils.paper import paper_reference
 
@@ -9,8 +10,7 @@ COLUMNS = ('NDCG@5', 'Recall@5', 'NDCG@10', 'Recall@10')
 
 
 def modality_of(config):
-    used = [name for name, key in (('text', 'use_language_encoder'), ('image', 'use_img_encoder')) if config.get(key)]
-    return '+'.join(used) if used else 'id'
+    return modality_name(config.get('use_language_encoder'), config.get('use_img_encoder'))
 
 
 def relative_difference(ours, theirs):
