@@ -10,22 +10,12 @@ import torch
 
 import train as train_script
 import utils.io
+from datasets.encoders import DEFAULT_LANGUAGE_ENCODER as DEFAULT_TEXT_ENCODER
 from datasets.encoders import _in_hub_cache
 from datasets.features import feature_cache_path
 from model.fmrlrec import FMRLRec
+from tests.test_bad_input import SMALL, one_thread  # noqa: F401  (one_thread: an autouse fixture)
 from trainer.run_folder import RECENT_CHECKPOINT
-
-SMALL = ['--mrl_hidden_sizes', '8,16', '--train_batch_size', '128', '--val_batch_size', '256',
-         '--test_batch_size', '256', '--no-use_tensorboard']
-DEFAULT_TEXT_ENCODER = 'BAAI/bge-large-en-v1.5'
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def stopped(*argv, data_root=None, run=None):
