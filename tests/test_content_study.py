@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from config import parse_args
-from scripts import content_study
+from scripts import content_study, study_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,14 +34,14 @@ def test_every_row_is_the_base_plus_its_change_and_parses(tmp_path):
 
 
 def test_a_row_is_locked_while_its_training_process_holds_the_lock(tmp_path):
-    first = content_study.try_lock(tmp_path / '.row.lock')
+    first = study_rows.try_lock(tmp_path / '.row.lock')
     assert first is not None
-    assert content_study.try_lock(tmp_path / '.row.lock') is None  # a second runner skips the row
+    assert study_rows.try_lock(tmp_path / '.row.lock') is None  # a second runner skips the row
     holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3)'], pass_fds=(first.fileno(),))
     first.close()  # the child's copy keeps it
-    assert content_study.try_lock(tmp_path / '.row.lock') is None
+    assert study_rows.try_lock(tmp_path / '.row.lock') is None
     holder.wait()
-    assert content_study.try_lock(tmp_path / '.row.lock') is not None
+    assert study_rows.try_lock(tmp_path / '.row.lock') is not None
 
 
 def fake_row(folder, losses, val_ndcg, test_ndcg, by_bucket):
@@ -84,3 +84,13 @@ def test_the_script_runs_from_anywhere(tmp_path):
                            '--language_encoder', 'ENCODER'], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].split()[:2] == ['id', 'pending']
+
+
+def test_rows_may_follow_the_options_and_unknown_rows_are_named(tmp_path):
+    parser = study_rows.study_parser('study', tmp_path)
+    names = ['id_best', 'hybrid_best', 'text']
+    options = study_rows.parse_study_options(parser, ['report', '--jobs', '2', 'id_best', 'hybrid_best', '--poll', '1'],
+                                             names)
+    assert options.rows == ['id_best', 'hybrid_best'] and options.jobs == 2 and options.poll == 1.0
+    with pytest.raises(SystemExit):
+        study_rows.parse_study_options(parser, ['report', 'no_such_row'], names)

@@ -1,0 +1,74 @@
+"""scripts/dataset_table.py: the nine rows' commands, when a row is finished, and the report's numbers."""
+import argparse
+import csv
+import json
+
+import pytest
+import yaml
+
+from config import parse_args
+from scripts import dataset_table
+
+
+def options(tmp_path):
+    return argparse.Namespace(out=str(tmp_path / 'table'), data_root='DATA', language_encoder='ENCODER')
+
+
+def test_the_nine_rows_share_one_configuration_and_differ_only_in_dataset_and_items(tmp_path):
+    assert sorted(dataset_table.ROWS) == sorted(f'{c}_{k}' for c in dataset_table.DATASETS
+                                                for k in dataset_table.REPRESENTATIONS)
+    parsed = {name: parse_args(dataset_table.train_argv(name, options(tmp_path))) for name in dataset_table.ROWS}
+    for name, args in parsed.items():
+        code, kind = dataset_table.split_row(name)
+        assert args.dataset_code == code and args.mrl_hidden_sizes == [8, 16, 32, 64, 128, 256]
+        assert (args.lr, args.lru_dropout, args.lru_attn_dropout, args.num_epochs) == (3e-3, 0.1, 0.1, 10)
+        assert args.resume == 'auto' and args.export_root == str(tmp_path / 'table' / name)
+        assert not args.use_img_encoder and args.use_language_encoder == (kind != 'id')
+        assert args.item_id_embedding == (kind == 'hybrid')
+        assert args.feature_preprocessing == ('none' if kind == 'id' else 'whiten')
+        if kind != 'id':
+            assert args.feature_dir == str(tmp_path / 'features' / code)
+    # the dataset's preset still sets what the configuration leaves alone (r_min differs per dataset)
+    assert parsed['beauty_id'].lru_r_min != parsed['sports_id'].lru_r_min
+    command = dataset_table.row_command('clothing_text', options(tmp_path))[-1]
+    assert command.endswith(f"eval.py --export_root {tmp_path / 'table' / 'clothing_text'} --mask_history True")
+
+
+def fake_row(folder, ndcg, masked=True, curve=(0.01, 0.03, 0.02)):
+    (folder / 'logs').mkdir(parents=True)
+    (folder / 'args.yaml').write_text(yaml.safe_dump({'mrl_hidden_sizes': [8, 256]}))
+    with open(folder / 'logs' / 'logs.csv', 'w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(['epoch', 'train_loss', 'seconds', 'val_NDCG@10'])
+        writer.writerows([epoch, 30.0 - epoch, 120.0, value] for epoch, value in enumerate(curve, start=1))
+    metrics = {'8': {'NDCG@10': ndcg / 4, 'Recall@10': 0.01}, '256': {'NDCG@10': ndcg, 'Recall@10': 2 * ndcg}}
+    (folder / 'test_mrl_metrics.json').write_text(json.dumps(metrics))
+    if masked:
+        metrics['256']['NDCG@10'] = ndcg * 1.1
+        (folder / dataset_table.MASKED_FILE).write_text(json.dumps(metrics))
+    report = {'buckets': {'0': [0, 0], '1-4': [1, 4]}, 'users': {'0': 3, '1-4': 7},
+              'by_size': {'256': {'0': {'NDCG@10': 0.125, 'Recall@10': 0.25},
+                                  '1-4': {'NDCG@10': ndcg, 'Recall@10': 0.5}}}}
+    (folder / 'test_mrl_metrics_by_popularity.json').write_text(json.dumps(report))
+
+
+def test_a_row_is_finished_only_with_both_protocols_and_the_report_compares_with_id(tmp_path, capsys):
+    out = tmp_path / 'table'
+    fake_row(out / 'clothing_id', 0.0080)
+    fake_row(out / 'clothing_text', 0.0200, masked=False)
+    assert dataset_table.is_finished(out / 'clothing_id') and not dataset_table.is_finished(out / 'clothing_text')
+    assert dataset_table.main(['report', '--out', str(out)]) == 0
+    table = (out / 'table.md').read_text()
+    assert '| id | 0.0080 | 0.0160 | 1.00x | 0.0088 | 0.0160 | 3 (2) | 6 |' in table
+    assert '| text | 0.0200 | 0.0400 | 2.50x | – | – | 3 (2), running | 6 |' in table
+    assert '| hybrid | not started |' in table and '| paper fMRLRec, text + image, D = 1024 (Table 2) | 0.0259 |' in table
+    assert '| 8 | 0.0020 | 0.0050 |' in table and '| 3 | 0.0200 | 0.0200 |' in table  # sizes, curves
+    assert '| clothing_id | 0.1250 | 0.2500 | 0.0080 | 0.5000 |' in table  # per bucket, finished rows only
+    assert 'clothing_text | 0.1250' not in table
+    results = json.loads((out / 'table.json').read_text())
+    assert [r['row'] for r in results] == ['clothing_id', 'clothing_text']
+
+
+def test_report_without_any_row_is_one_clear_line(tmp_path):
+    with pytest.raises(SystemExit, match='no row has started'):
+        dataset_table.main(['report', '--out', str(tmp_path)])
