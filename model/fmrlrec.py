@@ -11,11 +11,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.fast_path import AutocastCopy, FastPathSettings
 from model.fp32_matmul import fast_fp32_matmul, frozen_input_linear
 from model.lru import LRULayer
 from model.mrl import MRLLayerNorm, MRLLinear, chunk_widths
 from model.nested_loss import nested_cross_entropy, projected_chunk_count
-from model.packing import pack_batch, pack_last_position
+from model.packing import PackedBatch, pack_batch, pack_last_position
 
 
 class FeedForward(nn.Module):
@@ -52,7 +53,13 @@ class FMRLRec(nn.Module):
     """The nested recommender. Feature tables are (N + 1, d) tensors with a zero row 0 (padding);
     with neither table the model learns an ID table of width D instead (the ID-only ablation).
     `item_id_embedding=True` (beyond the paper) adds a learned ID table to the projected features:
-    item i is W f_i + b + e_i, nested like every other layer (its first s columns serve size s)."""
+    item i is W f_i + b + e_i, nested like every other layer (its first s columns serve size s).
+
+    The method's two readings (docs/method.md):
+      loss, per_size = model.loss(tokens, labels)   # training: (B, L) inputs and next-item labels
+      scores = model.scores(tokens)                 # (M, B, N + 1): every size's next-item scores
+    `tokens` may also be a PackedBatch (model/packing.py) that the caller built on the host, as the
+    trainer and the evaluator do. How it is computed quickly: `fast_path` (model/fast_path.py)."""
 
     def __init__(self, num_items, sizes, text_features=None, image_features=None, num_blocks=1,
                  dropout=0.1, attn_dropout=0.1, r_min=0.0, r_max=0.1, bias=True, item_id_embedding=False):
@@ -77,12 +84,11 @@ class FMRLRec(nn.Module):
             self.item_features = None
             self.projection = None
         self.id_embedding = self._id_table(width) if item_id_embedding or not tables else None
-        # Leading chunks of the item table projected in the training loss: None chooses per batch
-        # by cost (model/nested_loss.py); an int fixes it (tests pin every choice).
-        self.projected_chunks = None
         self.embed_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(LRUBlock(self.sizes, r_min, r_max, bias, dropout, attn_dropout)
                                     for _ in range(num_blocks))
+        self.fast_path = FastPathSettings()
+        self.feature_cast = AutocastCopy()
 
     def _id_table(self, width):
         table = nn.Embedding(self.num_items + 1, width, padding_idx=0)
@@ -98,85 +104,76 @@ class FMRLRec(nn.Module):
         """Projected features plus a learned ID table."""
         return self.projection is not None and self.id_embedding is not None
 
-    def set_mrl_linear_mode(self, fused):
-        """One dense masked matmul per MRL linear (True), one matmul per chunk (False), or the
-        per-device choice (None, the default: see MRLLinear.use_fused)."""
+    def set_fast_path(self, **settings):
+        """Change fields of `fast_path` (FastPathSettings); the nested linears follow `fused_linears`."""
+        unknown = [name for name in settings if not hasattr(self.fast_path, name)]
+        if unknown:
+            raise TypeError(f'no fast-path setting {unknown[0]!r}; the settings: {list(vars(self.fast_path))}')
+        for name, value in settings.items():
+            setattr(self.fast_path, name, value)
         for module in self.modules():
             if isinstance(module, MRLLinear):
-                module.fused = fused
+                module.fused = self.fast_path.fused_linears
 
+    # ---- the method ------------------------------------------------------------------------
     def item_table(self):
         """(N + 1, D) item representations, shared by the input embedding and the output scores."""
         if self.projection is None:
             return self.id_embedding.weight
-        table = frozen_input_linear(self.features_for_projection(), self.projection.weight, self.projection.bias)
+        table = frozen_input_linear(self.feature_cast.of(self.item_features), self.projection.weight,
+                                    self.projection.bias)
         return table + self.id_embedding.weight if self.is_hybrid else table
 
-    def features_for_projection(self):
-        """The frozen feature table; under autocast, a copy in the autocast dtype made once, so that
-        the (N + 1, d) table is not converted again at every step (the values are the same)."""
-        device_type = self.item_features.device.type
-        if not torch.is_autocast_enabled(device_type):
-            return self.item_features
-        dtype = torch.get_autocast_dtype(device_type)
-        key = (self.item_features.data_ptr(), self.item_features.device, dtype)
-        cached = getattr(self, '_cast_features', None)
-        if cached is None or cached[0] != key:
-            cached = (key, self.item_features.to(dtype))
-            self._cast_features = cached  # a plain attribute: not saved, not moved by .to()
-        return cached[1]
+    def forward(self, tokens, labels, reduction='sum'):
+        """The training loss, as `loss`: DistributedDataParallel reduces gradients only of what goes
+        through forward."""
+        return self.loss(tokens, labels, reduction)
 
-    def forward(self, packed, labels=None, reduction='sum', item_table=None):
-        """Hidden states (q, D) at the query positions; with `labels`, the training loss instead
-        (through forward, so that DistributedDataParallel sees it)."""
-        if labels is not None:
-            return self.loss(packed, labels, reduction, item_table)
-        return self.hidden_states(packed, item_table)
+    def loss(self, tokens, labels, reduction='sum'):
+        """Cross-entropy of each size over the labelled positions, combined over sizes (summed, as
+        the paper; or averaged, as the released code). Returns (loss, per-size losses (M,)).
 
-    def embeds_from_features(self):
-        """Whether the training path projects the inputs' own feature rows (see `embed`)."""
-        return self.projection is not None and torch.is_grad_enabled() and self.projection.weight.requires_grad
+        tokens, labels: (B, L) left-padded inputs and their next items (0: no label); or a
+        PackedBatch of the labelled positions and their (q,) labels (model/packing.py).
+        """
+        if not isinstance(tokens, PackedBatch):
+            query_mask = labels > 0
+            tokens, labels = pack_batch(tokens, query_mask), labels[query_mask]
+        # The factored tail needs the item table to be a projection of frozen features alone; the
+        # hybrid's ID table is trainable per item, so it takes the plain path.
+        if self._embeds_from_features() and not self.is_hybrid:
+            per_size = self._factored_loss(tokens, labels)
+        else:
+            table = self.item_table()
+            hidden = self._hidden_states(tokens, table, own_table=True)
+            per_size = nested_cross_entropy(hidden, table, labels, self.widths)  # running-sum logits
+        total = per_size.sum() if reduction == 'sum' else per_size.mean()
+        return total, per_size.detach()
 
-    def embed(self, tokens, table, own_table):
-        """Input embeddings: rows of the item table. While training on a table this model projected
-        itself, the rows are projected from the tokens' own feature rows instead (the same numbers,
-        ~1 GFLOP): the table's gradient is then the scores' alone, not also a dense (N + 1, D)
-        scatter of a few hundred rows that must be zero-filled, added and freed every step."""
-        if own_table and self.embeds_from_features():
-            projected = self.projection(self.item_features[tokens])
-            # F.embedding without padding_idx: the rows get the gradient the table's rows get when
-            # looked up (as in the ID-only model and the reference)
-            return projected + F.embedding(tokens, self.id_embedding.weight) if self.is_hybrid else projected
-        return F.embedding(tokens, table)
+    @torch.no_grad()
+    def scores(self, tokens, item_table=None):
+        """fp32 scores (M, B, N + 1) of the next item after each history, for every size (the
+        padding item is not masked). tokens: (B, L) left-padded histories, or their PackedBatch
+        from pack_last_position; item_table: a precomputed `item_table()` (evaluation makes it once
+        per pass) or an exported one.
 
-    def _factored_loss(self, packed, labels):
-        """The loss with only the leading chunks of the item table projected; the trailing (wide)
-        chunks are scored from the features through their projection rows (model/nested_loss.py)."""
-        features = self.features_for_projection()
-        direct = self.projected_chunks
-        if direct is None:
-            direct = projected_chunk_count(self.widths, len(labels), features.shape[1], features.shape[0])
-        prefix = sum(self.widths[:direct])
-        split = [prefix, self.sizes[-1] - prefix]
-        weight_prefix, weight_tail = self.projection.weight.split(split)
-        bias_prefix, _ = self.projection.bias.split(split)  # the tail's bias only shifts logit rows
-        table = frozen_input_linear(features, weight_prefix, bias_prefix) if prefix else None
-        hidden = self._hidden_states(packed, None, own_table=True)
-        return nested_cross_entropy(hidden, table, labels, self.widths, features, weight_tail)
+        Under autocast only the hidden states run in low precision: the score matmul is cheap for
+        one position per user, and bf16 scores would tie many items (which ranking must not see).
+        """
+        table = self.item_table() if item_table is None else item_table
+        hidden = self.hidden_states(tokens, table)
+        scores = hidden.new_empty(len(self.sizes), hidden.shape[0], table.shape[0], dtype=torch.float32)
+        with torch.autocast(hidden.device.type, enabled=False), fast_fp32_matmul(hidden.device):
+            self.size_logits(hidden.float(), table.float(), out=scores)
+        return scores
 
-    def hidden_states(self, packed, item_table=None):
-        """Hidden states (q, D) at the packed batch's query positions, in row-major order."""
+    def hidden_states(self, tokens, item_table=None):
+        """Hidden states (q, D), in row-major order: of the last position of (B, L) tokens, or of
+        a PackedBatch's query positions. item_table: as in `scores`."""
+        packed = tokens if isinstance(tokens, PackedBatch) else pack_last_position(tokens)
         if item_table is None:
             return self._hidden_states(packed, self.item_table(), own_table=True)
         return self._hidden_states(packed, item_table, own_table=False)
-
-    def _hidden_states(self, packed, table, own_table):
-        x = self.embed_dropout(self.embed(packed.tokens, table, own_table))
-        last = len(self.blocks) - 1
-        for index, block in enumerate(self.blocks):
-            # Only the query rows leave the last block: the rest fed its scan already.
-            x = block(x, packed, packed.query if index == last else None)
-        return x
 
     def size_logits(self, hidden, item_table, out=None):
         """Logits of every size, [(q, N + 1)] * M, by a running sum over chunks; with `out`, an
@@ -194,38 +191,42 @@ class FMRLRec(nn.Module):
             logits.append(total)
         return logits
 
-    def loss(self, packed, labels, reduction='sum', item_table=None):
-        """Cross-entropy of each size over the labelled positions, combined over sizes.
+    # ---- the fast path's pieces ------------------------------------------------------------
+    def _embeds_from_features(self):
+        """Whether the training path projects the inputs' own feature rows (see `_embed`)."""
+        return self.projection is not None and torch.is_grad_enabled() and self.projection.weight.requires_grad
 
-        labels: (q,) targets of the packed query positions. Returns (loss, per-size losses (M,)).
-        """
-        # The factored tail needs the item table to be a projection of frozen features alone; the
-        # hybrid's ID table is trainable per item, so it takes the plain path.
-        if item_table is None and self.embeds_from_features() and not self.is_hybrid:
-            per_size = self._factored_loss(packed, labels)
-        else:
-            table = self.item_table() if item_table is None else item_table
-            hidden = self._hidden_states(packed, table, own_table=item_table is None)
-            per_size = nested_cross_entropy(hidden, table, labels, self.widths)  # running-sum logits
-        total = per_size.sum() if reduction == 'sum' else per_size.mean()
-        return total, per_size.detach()
+    def _embed(self, tokens, table, own_table):
+        """Input embeddings: rows of the item table. While training on a table this model projected
+        itself, the rows are projected from the tokens' own feature rows instead (the same numbers,
+        ~1 GFLOP): the table's gradient is then the scores' alone, not also a dense (N + 1, D)
+        scatter of a few hundred rows that must be zero-filled, added and freed every step."""
+        if own_table and self._embeds_from_features():
+            projected = self.projection(self.item_features[tokens])
+            # F.embedding without padding_idx: the rows get the gradient the table's rows get when
+            # looked up (as in the ID-only model and the reference)
+            return projected + F.embedding(tokens, self.id_embedding.weight) if self.is_hybrid else projected
+        return F.embedding(tokens, table)
 
-    def training_loss(self, tokens, labels, reduction='sum'):
-        """Convenience for unpacked (B, L) tensors: labels 0 are ignored."""
-        query_mask = labels > 0
-        return self.loss(pack_batch(tokens, query_mask), labels[query_mask], reduction)
+    def _hidden_states(self, packed, table, own_table):
+        x = self.embed_dropout(self._embed(packed.tokens, table, own_table))
+        last = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks):
+            # Only the query rows leave the last block: the rest fed its scan already.
+            x = block(x, packed, packed.query if index == last else None)
+        return x
 
-    @torch.no_grad()
-    def last_position_scores(self, tokens, item_table=None, packed=None):
-        """fp32 scores (M, B, N + 1) of the last position for every size (padding item not masked).
-
-        Under autocast only the hidden states run in low precision: the score matmul is cheap for
-        one position per user, and bf16 scores would tie many items (which ranking must not see).
-        """
-        table = self.item_table() if item_table is None else item_table
-        packed = pack_last_position(tokens) if packed is None else packed
-        hidden = self.hidden_states(packed, table)
-        scores = hidden.new_empty(len(self.sizes), hidden.shape[0], table.shape[0], dtype=torch.float32)
-        with torch.autocast(hidden.device.type, enabled=False), fast_fp32_matmul(hidden.device):
-            self.size_logits(hidden.float(), table.float(), out=scores)
-        return scores
+    def _factored_loss(self, packed, labels):
+        """The loss with only the leading chunks of the item table projected; the trailing (wide)
+        chunks are scored from the features through their projection rows (model/nested_loss.py)."""
+        features = self.feature_cast.of(self.item_features)
+        direct = self.fast_path.projected_chunks
+        if direct is None:
+            direct = projected_chunk_count(self.widths, len(labels), features.shape[1], features.shape[0])
+        prefix = sum(self.widths[:direct])
+        split = [prefix, self.sizes[-1] - prefix]
+        weight_prefix, weight_tail = self.projection.weight.split(split)
+        bias_prefix, _ = self.projection.bias.split(split)  # the tail's bias only shifts logit rows
+        table = frozen_input_linear(features, weight_prefix, bias_prefix) if prefix else None
+        hidden = self._hidden_states(packed, None, own_table=True)
+        return nested_cross_entropy(hidden, table, labels, self.widths, features, weight_tail)

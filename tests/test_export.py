@@ -44,8 +44,8 @@ def input_batch():
 def assert_scores_match(full, exported, size):
     tokens = input_batch()
     k = SIZES.index(size)
-    expected = full.eval().last_position_scores(tokens)[k]
-    got = exported.model.last_position_scores(tokens, exported.item_table)[-1]
+    expected = full.eval().scores(tokens)[k]
+    got = exported.model.scores(tokens, exported.item_table)[-1]
     assert got.shape == expected.shape == (len(tokens), NUM_ITEMS + 1)
     scale = expected.abs().max()
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5 * scale), (size, (got - expected).abs().max(), scale)
@@ -137,13 +137,13 @@ def test_cli_export_loads_without_the_run_or_the_data(tmp_path, demo_root, keep_
     export_script.main(['--export_root', str(run), '--size', '16', '--out', str(out)]
                        + (['--keep_features'] if keep_features else []))
     tokens = torch.randint(1, full.num_items + 1, (6, 50), generator=torch.Generator().manual_seed(2))
-    expected = full.last_position_scores(tokens)[2]
+    expected = full.scores(tokens)[2]
     for folder in (data_root, run):
         for path in sorted(folder.rglob('*'), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
     exported = load_export(out)
     assert exported.info['item_input'] == ('features' if keep_features else 'table')
-    got = exported.model.last_position_scores(tokens, exported.item_table)[-1]
+    got = exported.model.scores(tokens, exported.item_table)[-1]
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max())
     assert exported.asins[1] == 'DEMO000001' and exported.titles[1].startswith('Demo item 1 ')
     assert exported.info['metrics'] == {'Recall@10': pytest.approx(0.12), 'NDCG@10': pytest.approx(0.07)}

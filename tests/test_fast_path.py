@@ -38,7 +38,7 @@ def make_model(sizes, num_blocks, fused, features=True, seed=0):
         for name, parameter in model.named_parameters():
             if 'imag' in name or 'norms' in name:
                 parameter.normal_(0, 0.3).add_(1.0 if name.endswith('norms.0.weight') else 0.0)
-    model.set_mrl_linear_mode(fused)
+    model.set_fast_path(fused_linears=fused)
     return model
 
 
@@ -70,7 +70,7 @@ def test_loss_per_size_losses_and_every_gradient_equal_the_reference(sizes, num_
     tokens, labels = training_batch()
     ref_loss, ref_per_size = reference_loss(model, tokens, labels)
     ref_grads = gradients(model, ref_loss)
-    loss, per_size = model.training_loss(tokens, labels)
+    loss, per_size = model.loss(tokens, labels)
     grads = gradients(model, loss)
     assert per_size.shape == (len(sizes),)
     assert torch.allclose(per_size, ref_per_size, rtol=1e-5, atol=1e-5)
@@ -89,8 +89,8 @@ def test_every_split_between_projected_and_factored_chunks_equals_the_reference(
     ref_loss, ref_per_size = reference_loss(model, tokens, labels)
     ref_grads = gradients(model, ref_loss)
     for projected in range(len(sizes) + 1):
-        model.projected_chunks = projected
-        loss, per_size = model.training_loss(tokens, labels)
+        model.set_fast_path(projected_chunks=projected)
+        loss, per_size = model.loss(tokens, labels)
         assert torch.allclose(per_size, ref_per_size, rtol=1e-5, atol=1e-5), projected
         assert_close_grads(gradients(model, loss), ref_grads, rtol=1e-4, atol=1e-5)
 
@@ -108,7 +108,7 @@ def test_mean_over_sizes_and_the_id_only_model_equal_the_reference():
     tokens, labels = training_batch(seed=3)
     ref_loss, _ = reference_loss(model, tokens, labels, reduction='mean')
     ref_grads = gradients(model, ref_loss)
-    loss, _ = model.training_loss(tokens, labels, reduction='mean')
+    loss, _ = model.loss(tokens, labels, reduction='mean')
     assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
     assert_close_grads(gradients(model, loss), ref_grads, rtol=1e-4, atol=1e-6)
 
@@ -132,7 +132,7 @@ def test_evaluation_scores_and_ranks_equal_the_reference(sizes, num_blocks, fuse
     tokens, _ = training_batch(seed=5)
     targets = torch.randint(1, NUM_ITEMS + 1, (len(tokens),), generator=torch.Generator().manual_seed(1))
     expected = reference_scores(model, tokens)[:, :, -1]
-    assert torch.allclose(model.last_position_scores(tokens), expected, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(model.scores(tokens), expected, rtol=1e-5, atol=1e-5)
     histories = torch.zeros(len(tokens), 1, dtype=torch.long)
     ranks = evaluate_ranks(model, tokens, targets, histories, len(sizes), batch_size=4, progress=False)
     assert torch.equal(ranks, reference_ranks(model, tokens, targets))
@@ -147,9 +147,9 @@ def test_bf16_autocast_stays_close_to_the_fp32_reference(num_blocks):
     ref_grads = gradients(model, ref_loss)
     ref_flat = torch.cat([ref_grads[n].flatten() for n in ref_grads])
     for projected in (None, 0, len(sizes)):  # the per-batch choice, every chunk factored, none
-        model.projected_chunks = projected
+        model.set_fast_path(projected_chunks=projected)
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            loss, per_size = model.training_loss(tokens, labels)
+            loss, per_size = model.loss(tokens, labels)
         assert loss.dtype == torch.float32
         assert torch.allclose(per_size, ref_per_size, rtol=3e-2, atol=3e-2)
         grads = gradients(model, loss)
@@ -158,7 +158,7 @@ def test_bf16_autocast_stays_close_to_the_fp32_reference(num_blocks):
     # evaluation scores stay fp32 under autocast: the hidden states are bf16, the products are not
     model.eval()
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        scores = model.last_position_scores(tokens)
+        scores = model.scores(tokens)
     assert scores.dtype == torch.float32
     # Tolerance on each size's score scale: bf16 hidden states (8 significant bits) through the
     # blocks put the scores ~0.6% of it off here; a wrong path under autocast is off by O(scale).
@@ -192,7 +192,7 @@ def test_fp32_products_on_onednn_stay_exact(fused):
     ref_loss, ref_per_size = reference_loss(model, tokens, labels)
     ref_grads = gradients(model, ref_loss)
     with fast_fp32_matmul('cpu'):
-        loss, per_size = model.training_loss(tokens, labels)
+        loss, per_size = model.loss(tokens, labels)
         grads = gradients(model, loss)
     assert torch.backends.mkldnn.matmul.fp32_precision == precision  # restored
     assert torch.allclose(per_size, ref_per_size, rtol=1e-5, atol=1e-5)

@@ -53,7 +53,7 @@ def test_loss_and_every_gradient_equal_the_reference(num_blocks):
     tokens, labels = random_training_batch([4, 1, 15, 2, 7, 12], MAX_LEN, NUM_ITEMS)
     ref_loss, ref_per_size = reference_loss(model, tokens, labels)
     ref_grads = gradients(model, ref_loss)
-    loss, per_size = model.training_loss(tokens, labels)
+    loss, per_size = model.loss(tokens, labels)
     grads = gradients(model, loss)
     assert torch.allclose(per_size, ref_per_size, rtol=1e-5, atol=1e-5)
     assert_close_grads(grads, ref_grads, rtol=1e-4, atol=1e-5)
@@ -74,14 +74,14 @@ def test_evaluation_ranks_equal_the_reference():
 def test_the_size_s_model_is_the_first_s_dimensions():
     full = hybrid_model().eval()
     tokens = input_batch()
-    scores = full.last_position_scores(tokens)
+    scores = full.scores(tokens)
     for k, size in enumerate(SIZES, start=1):
         small = slice_model(full, size)
         assert small.is_hybrid and small.id_embedding.weight.shape == (NUM_ITEMS + 1, size)
         assert torch.equal(sliced_state_dict(full, size)['id_embedding.weight'], full.id_embedding.weight[:, :size])
         expected_parameters = parameter_count(SIZES[:k], 2, feature_dim=16, num_items=NUM_ITEMS, id_table=True)
         assert sum(p.numel() for p in small.parameters()) == expected_parameters
-        got = small.last_position_scores(tokens)[-1]
+        got = small.scores(tokens)[-1]
         assert torch.allclose(got, scores[k - 1], rtol=1e-5, atol=1e-5 * scores[k - 1].abs().max())
 
 

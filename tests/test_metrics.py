@@ -60,15 +60,15 @@ class FixedScores(torch.nn.Module):
 
     def __init__(self, scores):
         super().__init__()
-        self.scores = scores  # (M, U, N + 1)
+        self.fixed = scores  # (M, U, N + 1)
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def item_table(self):
         return None
 
-    def last_position_scores(self, tokens, table, packed):
+    def scores(self, packed, table):
         users = packed.tokens[packed.query] - 1  # the input token encodes the user here
-        return self.scores[:, users].clone()
+        return self.fixed[:, users].clone()
 
 
 def test_padding_item_is_never_ranked_and_history_mask_is_opt_in():

@@ -117,10 +117,10 @@ def test_padding_never_leaks_into_real_positions():
     tokens, _ = left_padded_batch([4, 4], 8)
     model = make_model(num_blocks=2)
     tokens[1, :4] = torch.tensor([0, 0, 0, 0])
-    a = model.last_position_scores(tokens)
+    a = model.scores(tokens)
     shifted = torch.zeros(2, 16, dtype=torch.long)
     shifted[:, -8:] = tokens  # more padding in front changes nothing
-    assert torch.allclose(a, model.last_position_scores(shifted), atol=1e-5)
+    assert torch.allclose(a, model.scores(shifted), atol=1e-5)
 
 
 def test_parallel_scan_rejects_non_power_of_two():
@@ -145,7 +145,7 @@ def test_size_s_scores_ignore_every_dim_beyond_s(num_blocks):
     tokens, _ = left_padded_batch([3, 9, 12], 10)
     for index, size in enumerate(SIZES[:-1]):
         model = make_model(num_blocks)
-        before_all = model.last_position_scores(tokens)
+        before_all = model.scores(tokens)
         before = before_all[index]
         handles = [m.register_forward_pre_hook(_perturb_beyond(size)) for m in model.modules()
                    if isinstance(m, (MRLLinear, MRLLayerNorm, LRULayer))]
@@ -161,7 +161,7 @@ def test_size_s_scores_ignore_every_dim_beyond_s(num_blocks):
                 for norm in (block.input_norm, block.post_norm):
                     for k in range(index + 1, len(SIZES)):
                         norm.norms[k].weight.add_(1.0)
-        after = model.last_position_scores(tokens)
+        after = model.scores(tokens)
         for handle in handles:
             handle.remove()
         assert torch.allclose(before, after[index], atol=1e-4), f'size {size} changed'
@@ -183,7 +183,7 @@ def test_running_sum_logits_equal_per_size_matmuls():
 def test_loss_is_sum_or_mean_of_per_size_cross_entropies(reduction):
     model = make_model(num_blocks=1)
     tokens, labels = left_padded_batch([2, 5, 11], 8)
-    loss, per_size = model.training_loss(tokens, labels, reduction)
+    loss, per_size = model.loss(tokens, labels, reduction)
     query = labels > 0
     hidden = model.hidden_states(pack_batch(tokens, query))
     table = model.item_table()
@@ -210,7 +210,7 @@ def test_id_only_and_single_modalities():
     assert FMRLRec(NUM_ITEMS, SIZES, image_features=image).projection.in_features == 6
     assert FMRLRec(NUM_ITEMS, SIZES, text, image).projection.in_features == 18
     tokens, labels = left_padded_batch([4, 6], 5)
-    loss, _ = id_only.training_loss(tokens, labels)
+    loss, _ = id_only.loss(tokens, labels)
     loss.backward()
     assert id_only.id_embedding.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match='does not match'):
@@ -228,3 +228,30 @@ def test_pack_last_position_computes_only_needed_window():
     tokens = torch.tensor([[0, 0, 0, 0, 0, 3, 4], [0, 0, 0, 0, 0, 0, 5]])
     packed = pack_last_position(tokens)
     assert packed.window == 2 and packed.tokens.tolist() == [3, 4, 5] and len(packed.query) == 2
+
+
+def test_loss_and_scores_take_tokens_or_the_packed_batch_a_caller_built():
+    """The trainer packs on the host and calls forward (what DistributedDataParallel wraps); the
+    evaluator packs too: each gives what the plain (B, L) call gives."""
+    model = make_model(num_blocks=2)
+    tokens, labels = left_padded_batch([2, 5, 11], 8)
+    query = labels > 0
+    loss, per_size = model.loss(tokens, labels, 'mean')
+    packed_loss, packed_per_size = model(pack_batch(tokens, query), labels[query], 'mean')
+    assert torch.allclose(packed_loss, loss, rtol=0, atol=1e-6) and torch.allclose(packed_per_size, per_size, rtol=0, atol=1e-6)
+    assert torch.allclose(loss, per_size.mean(), atol=1e-6) and per_size.shape == (len(SIZES),)
+    scores = model.scores(tokens)
+    assert scores.shape == (len(SIZES), len(tokens), NUM_ITEMS + 1) and scores.dtype == torch.float32
+    assert torch.allclose(model.scores(pack_last_position(tokens), model.item_table()), scores, rtol=0, atol=1e-6)
+
+
+def test_fast_path_settings_reach_every_nested_linear_and_unknown_ones_are_refused():
+    model = make_model(num_blocks=2)
+    linears = [m for m in model.modules() if isinstance(m, MRLLinear)]
+    assert len(linears) == 2 * 5 and all(layer.fused is None for layer in linears)
+    model.set_fast_path(fused_linears=False, projected_chunks=1)
+    assert all(layer.fused is False for layer in linears) and model.fast_path.projected_chunks == 1
+    model.set_fast_path(projected_chunks=None)  # one setting changed, the others kept
+    assert all(layer.fused is False for layer in linears)
+    with pytest.raises(TypeError, match="no fast-path setting 'fused'"):
+        model.set_fast_path(fused=True)

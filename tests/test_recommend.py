@@ -36,7 +36,7 @@ def full_scores(full, histories, max_len=50):
     tokens = torch.zeros(len(histories), max_len, dtype=torch.long)
     for row, history in enumerate(histories):
         tokens[row, max_len - len(history[-max_len:]):] = torch.tensor(history[-max_len:])
-    return full.last_position_scores(tokens)[SIZE_INDEX]
+    return full.scores(tokens)[SIZE_INDEX]
 
 
 def test_histories_accept_asins_and_ids(recommender):

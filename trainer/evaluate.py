@@ -2,7 +2,7 @@
 last position is computed, and targets are ranked by counting (no sort).
 
 With `amp='bf16'` the table and the hidden states are computed in bf16 but the scores in fp32
-(FMRLRec.last_position_scores): bf16 scores would tie many items with the target, and ties count in
+(FMRLRec.scores): bf16 scores would tie many items with the target, and ties count in
 the target's favour.
 """
 import torch
@@ -48,7 +48,7 @@ def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, de
         packed = packed.to(device, non_blocking=True)
         batch_targets = _to_device(targets[users], device)
         with autocast(device, amp):
-            scores = model.last_position_scores(None, table, packed).float()  # (M, B, N + 1)
+            scores = model.scores(packed, table).float()  # (M, B, N + 1)
         target_index = batch_targets.view(1, -1, 1).expand(num_sizes, -1, 1)
         if mask_history:
             history = _to_device(histories[users], device)
