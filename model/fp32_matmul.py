@@ -3,20 +3,29 @@
 On the AMD EPYC (Zen 4) machines this project runs on, MKL's fp32 GEMM reaches ~85% of a core's
 peak on large square products but only 40-50% on the skinny products of the logits (218 x 512 @
 512 x 12,102) and 2-5% when one side is 8 wide; oneDNN's AVX-512 fp32 kernels reach 85-97% on the
-first two and are ~10x faster than MKL on the third (benchmarks/README.md). PyTorch sends an fp32 matmul to oneDNN only when
+first two and are ~10x faster than MKL on the third (benchmarks/README.md). PyTorch sends an fp32
+matmul to oneDNN only when
 `torch.backends.mkldnn.matmul.fp32_precision` is 'bf16', which PERMITS oneDNN to round inputs to
 bf16: where oneDNN has such a kernel (Intel AMX, for example) it would, and the result would no
 longer be fp32. So the switch is used only after a probe shows that, on this CPU, the products it
-routes stay fp32-exact (errors of fp32 size, not of bf16 size); otherwise nothing changes.
+routes stay fp32-exact (errors of fp32 size, not of bf16 size), and not where a timed probe on
+products of the step's shapes finds the default library clearly faster: the gain is a property of
+the CPU, and the route must never make the step slower.
 """
 import contextlib
 import os
 
 import torch
 
+from utils.cpu_probe import bare, best_seconds, clearly_faster
+
 DISABLE_ENV = 'FMRLREC_NO_ONEDNN_FP32'  # set to 1 to keep every fp32 product on the default library
 _PROBE_SHAPES = ((256, 1024, 512), (64, 8, 2048), (64, 2048, 8))  # square-ish, K = 8, N = 8
+# The step's products (model/nested_loss.py, frozen_input_linear), scaled down to ~10 ms together:
+# logits of a wide chunk, of an 8-wide chunk and its hidden-state gradient, the table projection.
+SPEED_PROBE_SHAPES = ((256, 512, 1024), (256, 8, 4096), (256, 4096, 8), (1024, 1024, 256))
 _verdict = None
+_speed = None
 
 
 def _probe():
@@ -41,7 +50,7 @@ def _probe():
 
 
 def onednn_fp32_is_exact():
-    """Whether fp32 products may go to oneDNN here (probed once per process)."""
+    """Whether fp32 products may go to oneDNN here without leaving fp32 (probed once per process)."""
     global _verdict
     if _verdict is None:
         usable = (os.environ.get(DISABLE_ENV, '0') in ('', '0') and torch.backends.mkldnn.is_available()
@@ -50,15 +59,56 @@ def onednn_fp32_is_exact():
     return _verdict
 
 
+def measure_library_seconds():
+    """{'default': s, 'onednn': s}: the probe shapes' products on each library, each product's best
+    of several interleaved tries (one thread; about 0.3 s in all), summed over the shapes."""
+    generator = torch.Generator().manual_seed(0)
+    operands = [(torch.randn(m, k, generator=generator), torch.randn(k, n, generator=generator))
+                for m, k, n in SPEED_PROBE_SHAPES]
+    precision = torch.backends.mkldnn.matmul.fp32_precision
+
+    def product(library_precision, a, b):
+        def run():
+            torch.backends.mkldnn.matmul.fp32_precision = library_precision
+            a @ b
+        return run
+    works = {(library, index): product(library_precision, a, b) for index, (a, b) in enumerate(operands)
+             for library, library_precision in (('default', precision), ('onednn', 'bf16'))}
+    try:
+        with bare():
+            seconds = best_seconds(works, rounds=10, budget=0.25)
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = precision
+    return {library: sum(s for (name, _), s in seconds.items() if name == library) for library in ('default', 'onednn')}
+
+
+def onednn_fp32_speed():
+    """The library probe's seconds (measured once per process, where oneDNN is exact)."""
+    global _speed
+    if _speed is None:
+        _speed = measure_library_seconds()
+    return _speed
+
+
+def use_onednn_fp32():
+    """oneDNN for fp32 products where it stays exact, unless the default library measured clearly
+    faster (utils/cpu_probe.clearly_faster): oneDNN was 2-10x faster on the step's products on Zen 4
+    and level with MKL on Intel AVX-512 and on AVX2 (benchmarks/README.md)."""
+    if not onednn_fp32_is_exact():
+        return False
+    speed = onednn_fp32_speed()
+    return not clearly_faster(speed['default'], than=speed['onednn'])
+
+
 @contextlib.contextmanager
 def fast_fp32_matmul(device):
-    """Within the block, CPU fp32 products go to oneDNN where that was verified to stay exact.
+    """Within the block, CPU fp32 products go to oneDNN where that stays exact and is faster.
 
     oneDNN builds and keeps a kernel per product shape: use it for products whose shapes repeat
     (the item-table projection, the logits of a batch), not around code whose shapes change with
     every batch, or its cache grows by hundreds of MB over an epoch.
     """
-    if torch.device(device).type != 'cpu' or not onednn_fp32_is_exact():
+    if torch.device(device).type != 'cpu' or not use_onednn_fp32():
         yield
         return
     precision = torch.backends.mkldnn.matmul.fp32_precision
@@ -92,7 +142,7 @@ class _FrozenInputLinear(torch.autograd.Function):
 
 def frozen_input_linear(x, weight, bias=None):
     """F.linear for a fixed input that takes no gradient (the item features): its two large
-    products, forward and weight gradient, on oneDNN where exact. Falls back to F.linear under
+    products, forward and weight gradient, on oneDNN where exact and faster. Falls back to F.linear under
     autocast (low-precision products go to oneDNN anyway) or when x needs a gradient."""
     if x.requires_grad or torch.is_autocast_enabled(x.device.type) or bias is None:
         return torch.nn.functional.linear(x, weight, bias)

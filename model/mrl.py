@@ -10,6 +10,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.cpu_probe import bare, best_seconds, clearly_faster
+
+# Below this width the choice costs microseconds either way: the measured defaults, no probe.
+MIN_PROBED_WIDTH = 256
+PROBE_ROWS = 256  # about the labelled positions of a batch of 32 (benchmarks/README.md)
+_fused_verdicts = {}  # (sizes, dtype) -> whether the dense masked matmul is used on the CPU
+
 
 def chunk_widths(sizes):
     """[8, 16, 32] -> [8, 8, 16]: the width of each nested chunk."""
@@ -68,14 +75,20 @@ class MRLLinear(nn.Module):
         return None if chunks is None else torch.cat(list(chunks))
 
     def use_fused(self, x):
-        """Dense masked matmul on accelerators (one kernel instead of M) and under CPU autocast;
-        per-chunk matmuls for fp32 on the CPU. There the masked product does 1.5x the multiply-adds
-        and the dense weight is assembled every step: a wash in fp32, while in bf16 (oneDNN, with a
-        fixed cost per product) one product instead of M made the step ~6% faster
-        (benchmarks/README.md)."""
+        """Dense masked matmul on accelerators (one kernel instead of M). On the CPU the masked
+        product does 1.5x the multiply-adds and the dense weight is assembled every step: measured a
+        wash in fp32 and ~6% faster under bf16 autocast on Zen 4 (benchmarks/README.md), so those are
+        the defaults (per chunk in fp32, fused under autocast), left where a probe of this layer's
+        sizes finds the other clearly faster on this CPU (`fused_is_faster_on_cpu`)."""
         if self.fused is not None:
             return self.fused
-        return x.device.type != 'cpu' or torch.is_autocast_enabled('cpu')
+        if x.device.type != 'cpu':
+            return True
+        autocast = torch.is_autocast_enabled('cpu')
+        if self.width < MIN_PROBED_WIDTH:
+            return autocast
+        dtype = torch.get_autocast_dtype('cpu') if autocast else torch.float32
+        return fused_is_faster_on_cpu(self.sizes, dtype)
 
     def forward(self, x):
         """Real layer on a real input (use `complex_in`/`real_out` for the complex LRU maps)."""
@@ -109,6 +122,36 @@ class MRLLinear(nn.Module):
         return torch.cat([torch.addmm(r, h_im[..., :s], w_im.t(), alpha=-1) if h_im.dim() == 2
                           else r - h_im[..., :s] @ w_im.t()
                           for r, s, w_im in zip(real, self.sizes, self.weight_imag)], dim=-1)
+
+
+def measure_fused_and_chunked(sizes, dtype):
+    """{'fused': s, 'chunked': s}: forward and backward of one real MRL linear of these sizes on
+    PROBE_ROWS rows, each way (one thread, interleaved, the best of a few tries; ~0.1-0.3 s at D = 1024)."""
+    with bare():
+        layer = MRLLinear(sizes)
+        x = torch.randn(PROBE_ROWS, layer.width, requires_grad=True)
+
+        def step(fused):
+            def run():
+                layer.fused = fused
+                with torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32):
+                    out = layer(x)
+                out.float().sum().backward()
+            return run
+        return best_seconds({'fused': step(True), 'chunked': step(False)}, rounds=5)
+
+
+def fused_is_faster_on_cpu(sizes, dtype):
+    """The CPU route of MRL linears of these sizes under `dtype`, probed once per process: the
+    default (fused under bf16, per chunk in fp32) unless the other measured clearly faster."""
+    key = (tuple(sizes), dtype)
+    if key not in _fused_verdicts:
+        seconds = measure_fused_and_chunked(sizes, dtype)
+        if dtype == torch.float32:
+            _fused_verdicts[key] = clearly_faster(seconds['fused'], than=seconds['chunked'])
+        else:
+            _fused_verdicts[key] = not clearly_faster(seconds['chunked'], than=seconds['fused'])
+    return _fused_verdicts[key]
 
 
 class MRLLayerNorm(nn.Module):

@@ -3,9 +3,12 @@ import contextlib
 import os
 import random
 import signal
+import sys
 
 import numpy as np
 import torch
+
+from utils.cpu_probe import BF16_ENV, cpu_bf16_verdict
 
 # Test-only: FMRLREC_FAULT='kill_at_step=N' kills the process right after global step N;
 # 'kill_in_save=N' kills it during the N-th checkpoint write (after the data, before the rename).
@@ -40,10 +43,39 @@ def resolve_device(name):
 
 
 def autocast(device, amp):
-    """bf16 autocast for matrix products when amp == 'bf16', else a no-op context."""
-    if amp == 'bf16':
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bf16 autocast for matrix products when amp == 'bf16' and the device computes bf16 natively,
+    else a no-op context. Without native bf16 (an AVX2 CPU, an AVX-512 one without its BF16
+    extension, a GPU before Ampere) bf16 products are emulated and run many times slower than fp32
+    (benchmarks/README.md): there the block runs in fp32 and one warning line says so."""
+    if amp != 'bf16':
+        return contextlib.nullcontext()
+    device = torch.device(device)
+    native, reason = bf16_is_native(device)
+    if not native:
+        _warn_once(f'warning: --amp bf16 runs in fp32 here: {reason}; emulated bf16 would be slower than fp32'
+                   + (f' (set {BF16_ENV}=native to force bf16)' if device.type == 'cpu' else ''))
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def bf16_is_native(device):
+    """(native, reason): the CPU's from utils/cpu_probe.py (flags and a timed probe, once per process)."""
+    if device.type == 'cpu':
+        verdict = cpu_bf16_verdict()
+        return verdict.native, verdict.reason
+    if device.type == 'cuda':
+        return (torch.cuda.is_bf16_supported(including_emulation=False),
+                f'{torch.cuda.get_device_name(device)} has no native bf16')
+    return True, ''  # other accelerators: autocast decides
+
+
+_warned = set()
+
+
+def _warn_once(message):
+    if message not in _warned:
+        _warned.add(message)
+        print(message, file=sys.stderr, flush=True)
 
 
 def planned_fault(kind):
