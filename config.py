@@ -16,20 +16,11 @@ from datasets.encoders import DEFAULT_IMG_ENCODER, DEFAULT_LANGUAGE_ENCODER
 from datasets.image_features import MISSING_IMAGE_POLICIES
 from datasets.item_text import parse_text_fields  # one parser for train.py and the feature builder
 from utils.config_file import ConfigFileError, expand_config_argv
+from utils.paper import PAPER_SIZES
+from utils.retired_options import add_retired_options, pop_retired_options
 
-DEFAULT_SIZES = '8,16,32,64,128,256,512,1024'
+DEFAULT_SIZES = ','.join(str(size) for size in PAPER_SIZES)
 EXPERIMENT_ROOT = 'experiments'
-# Options of the released code that change nothing here: accepted with the one value this code
-# computes with (old command lines and args.yaml files as --config keep working), refused with any
-# other, and never saved.
-RETIRED_OPTIONS = {'min_rating': 0, 'min_uc': 5, 'min_sc': 5, 'split': 'leave_one_out', 'eval_mode': None}
-RETIRED_REASONS = {
-    'min_rating': 'the P5 files are filtered already; python -m datasets.prepare builds other data',
-    'min_uc': 'train.py does not filter; python -m datasets.prepare --min_uc builds a differently filtered dataset',
-    'min_sc': 'train.py does not filter; python -m datasets.prepare --min_sc builds a differently filtered dataset',
-    'split': 'the split is always leave-one-out (last item: test, second last: validation)',
-    'eval_mode': 'train.py always tests every size; plots and summaries: python eval.py --eval_mode',
-}
 DEMO_EPOCHS = 10  # the demo converges in a few epochs; keeps the default demo run under 2 minutes
 
 EXAMPLES = """examples:
@@ -78,7 +69,7 @@ def parse_sizes(text):
     else:
         parts = [p.strip() for p in str(text).split(',') if p.strip()]
     if not parts:
-        raise ConfigError('--mrl_hidden_sizes is empty; give e.g. "8,16,32,64,128,256,512,1024"')
+        raise ConfigError(f'--mrl_hidden_sizes is empty; give e.g. "{DEFAULT_SIZES}"')
     sizes = []
     for part in parts:
         size = _as_integer(part)
@@ -123,10 +114,7 @@ def build_parser():
     data.add_argument('--feature_dir', type=str, default=None,
                       help='where the frozen feature tables are cached (default <data_root>/<dataset_code>/features); '
                            'set it when the data folder is read-only')
-    retired = p.add_argument_group('retired (options of the released code that change nothing here)')
-    for name, only in RETIRED_OPTIONS.items():
-        retired.add_argument(f'--{name}', type=type(only) if only is not None else str, default=argparse.SUPPRESS,
-                       help=f'retired{"" if only is None else f", accepted only as {only!r}"}: {RETIRED_REASONS[name]}')
+    add_retired_options(p)
     data.add_argument('--seed', type=int, default=42, help='initial weights, dropout and the data order')
     data.add_argument('--missing_image', type=str, default='zero', choices=MISSING_IMAGE_POLICIES,
                       help='items without a photo get a zero image feature, or stop with a list')
@@ -218,17 +206,11 @@ def default_export_root(args):
     return str(Path(EXPERIMENT_ROOT) / _git_branch() / args.model_code / name)
 
 
-def without_retired(options):
-    """A saved configuration (args.yaml, a checkpoint's) without the retired options older runs saved."""
-    return {k: v for k, v in options.items() if k not in RETIRED_OPTIONS}
-
-
 def finalize(args):
     """Validate and derive fields; raises ConfigError with the reason."""
-    for name, only in RETIRED_OPTIONS.items():  # never kept: they change nothing
-        value = vars(args).pop(name, only)
-        if value != only:
-            raise ConfigError(f'--{name} {value}: {RETIRED_REASONS[name]}')
+    retired_problem = pop_retired_options(args)  # never kept: they change nothing
+    if retired_problem:
+        raise ConfigError(retired_problem)
     args.mrl_hidden_sizes = parse_sizes(args.mrl_hidden_sizes)
     if args.lru_max_len < 1:
         raise ConfigError(f'--lru_max_len must be at least 1, got {args.lru_max_len}')

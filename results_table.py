@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from utils.io import atomic_write_text
-from utils.results import find_summaries, results_markdown, training_curve_markdown
+from trainer.run_results import find_summaries, results_markdown, training_curve_markdown
 
 
 def main(argv=None):

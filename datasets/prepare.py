@@ -21,14 +21,7 @@ from pathlib import Path
 from datasets.raw_amazon import (CATEGORIES, find_raw_files, group_by_user, kcore_filter,
                                  number_ids, read_interactions, read_raw_meta)
 from datasets.download_images import image_file_name
-
-# The published P5/VIP5 statistics, which builds of the known codes are checked against.
-PUBLISHED_STATS = {
-    'beauty': {'users': 22363, 'items': 12101, 'interactions': 198502, 'avg_len': 8.88, 'items_with_image': 12023},
-    'clothing': {'users': 39387, 'items': 23033, 'interactions': 278677, 'avg_len': 7.08, 'items_with_image': 22299},
-    'sports': {'users': 35598, 'items': 18357, 'interactions': 296337, 'avg_len': 8.32, 'items_with_image': 17943},
-    'toys': {'users': 19412, 'items': 11924, 'interactions': 167597, 'avg_len': 8.63, 'items_with_image': 11895},
-}
+from datasets.published_stats import PUBLISHED_STATS
 STAT_LABELS = (('users', 'users'), ('items', 'items'), ('interactions', 'interactions'),
                ('avg_len', 'average length'), ('items_with_meta', 'items with metadata'),
                ('items_with_image', 'items with images'))

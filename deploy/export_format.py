@@ -14,10 +14,10 @@ import torch
 from model.fmrlrec import FMRLRec
 from model.slicing import item_table_at, model_options, size_position, sliced_state_dict
 from trainer.final_evaluation import non_finite_names
+from utils.report import SIZE_TABLE_COLUMNS
 
 EXPORT_FORMAT = 'fmrlrec-export'
 EXPORT_VERSION = 2  # 2: 'item_id_embedding' (hybrid models exported with --keep_features)
-SUMMARY_COLUMNS = ('Recall@5', 'NDCG@5', 'Recall@10', 'NDCG@10', 'Recall@20', 'NDCG@20')
 
 
 class ExportError(RuntimeError):
@@ -76,7 +76,7 @@ def serialized_size(bundle):
     return len(export_bytes(bundle))
 
 
-def size_summary(model, catalogue, max_len, by_size, source=None, columns=SUMMARY_COLUMNS):
+def size_summary(model, catalogue, max_len, by_size, source=None, columns=SIZE_TABLE_COLUMNS):
     """A markdown table: per size, the slice's parameters, the export file's size and the metrics."""
     names = [c for c in columns if c in next(iter(by_size.values()), {})]
     lines = ['| size | parameters | export file | ' + ' | '.join(names) + ' |',

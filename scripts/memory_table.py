@@ -7,7 +7,7 @@ On the CPU, torch's MemTracker adds up live tensor bytes (parameters, gradients,
 frozen feature buffer, activations) at the worst moment: what `torch.cuda.max_memory_allocated`
 would report on a GPU, without the CUDA context (~0.5 GiB) or allocator slack. Data: the real
 sequences where `--data_root` holds them (P5 layout), else random sequences with the dataset's user
-and item counts and mean length (datasets/prepare.py's published table); random 1024-d text and image features (memory depends on
+and item counts and mean length (datasets/published_stats.py); random 1024-d text and image features (memory depends on
 shapes only). Memory depends on the batch through its labelled positions, so two batches are
 measured: a typical one and the one of the longest histories (the worst batch of an epoch).
 For the per-GPU figure of DDP over N GPUs, pass --batch_size 32/N (and add the DDP gradient
@@ -25,14 +25,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datasets.p5 import load_p5, split_examples  # noqa: E402  (after the path set-up above)
+from datasets.published_stats import PUBLISHED_STATS  # noqa: E402
 from model.fmrlrec import FMRLRec  # noqa: E402
 from model.packing import pack_batch, pack_last_position  # noqa: E402
 from trainer.optim import build_optimizer  # noqa: E402
+from utils.paper import PAPER_SIZES  # noqa: E402
 from utils.runtime import autocast  # noqa: E402
 
-SHAPES = {'beauty': (22363, 12101, 8.88), 'clothing': (39387, 23033, 7.08),
-          'sports': (35598, 18357, 8.32), 'toys': (19412, 11924, 8.63)}
-PAPER_SIZES = [8, 16, 32, 64, 128, 256, 512, 1024]
 
 
 def synthetic_splits(users, items, mean_length, max_len, seed=0):
@@ -60,7 +59,7 @@ def peak_mib(work, device, track=()):
 
 
 def measure(code, device, amp, batch_size, eval_batch_size, blocks, data_root=None):
-    users, items, mean_length = SHAPES[code]
+    users, items, mean_length = (PUBLISHED_STATS[code][key] for key in ('users', 'items', 'avg_len'))
     real = data_root is not None and (Path(data_root) / code / 'sequential_data.txt').exists()
     splits = split_examples(load_p5(Path(data_root) / code), 50) if real else \
         synthetic_splits(users, items, mean_length, 50)
@@ -96,7 +95,7 @@ def measure(code, device, amp, batch_size, eval_batch_size, blocks, data_root=No
     def evaluate_batch():
         with autocast(device, amp):
             table = model.item_table()
-            model.last_position_scores(None, table, pack_last_position(inputs[:eval_batch_size]).to(device)).float()
+            model.scores(pack_last_position(inputs[:eval_batch_size]).to(device), table).float()
     result['eval_mib'] = peak_mib(evaluate_batch, device, (model,))
     return result
 

@@ -6,8 +6,9 @@ run; `saved_run_args` gives a finished run's options (eval.py, export.py) with a
 """
 from pathlib import Path
 
-from config import ConfigError, build_parser, expand_config, finalize, parse_args, without_retired
+from config import ConfigError, build_parser, expand_config, finalize, parse_args
 from trainer.run_folder import ARGS_FILE, read_run_config, read_saved_config, recent_checkpoint_path, write_run_config
+from utils.retired_options import without_retired
 
 # Options that may differ between a run and its resumption without changing what is computed.
 RESUMABLE_DIFFERENCES = {'resume', 'device', 'num_workers', 'use_wandb', 'use_tensorboard', 'data_root',

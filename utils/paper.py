@@ -1,4 +1,9 @@
-"""The published numbers of the paper (docs/method.md, The published numbers), for side-by-side tables."""
+"""The paper's configuration and published numbers (docs/method.md), for presets and side-by-side tables."""
+
+# The nested sizes of every configuration in the paper (the default of --mrl_hidden_sizes).
+PAPER_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
+# The metrics of the paper's Table 2, in its column order.
+PAPER_COLUMNS = ('NDCG@5', 'Recall@5', 'NDCG@10', 'Recall@10')
 
 # Table 2, test set, fMRLRec at D = 1024.
 PAPER_FMRLREC = {

@@ -1,12 +1,10 @@
-"""Collect finished runs into one markdown table, next to the paper's rows."""
+"""Collect finished runs (their run folders) into markdown tables next to the paper's rows."""
 import csv
 from pathlib import Path
 
 from datasets.features import modality_name
 from trainer.run_folder import LOGS_DIR, find_tested_runs, read_saved_config, read_test_metrics
-from utils.paper import paper_reference
-
-COLUMNS = ('NDCG@5', 'Recall@5', 'NDCG@10', 'Recall@10')
+from utils.paper import PAPER_COLUMNS, paper_reference
 
 
 def modality_of(config):
@@ -53,13 +51,13 @@ def find_summaries(root):
 
 def results_markdown(summaries):
     header = ('| run | dataset | features | D | blocks | epochs (best) | train min | '
-              + ' | '.join(COLUMNS) + ' | paper row | ' + ' | '.join(f'paper {c}' for c in COLUMNS) + ' |')
+              + ' | '.join(PAPER_COLUMNS) + ' | paper row | ' + ' | '.join(f'paper {c}' for c in PAPER_COLUMNS) + ' |')
     lines = [header, '|' + '---|' * (header.count('|') - 1)]
     for s in summaries:
         label, paper = paper_reference(s['dataset'], s['modality'])
-        ours = ' | '.join(f"{s['metrics'][c]:.4f}" for c in COLUMNS)
+        ours = ' | '.join(f"{s['metrics'][c]:.4f}" for c in PAPER_COLUMNS)
         theirs = ' | '.join(f"{paper[c]:.4f} ({relative_difference(s['metrics'][c], paper[c])})"
-                            if paper and c in paper else '–' for c in COLUMNS)
+                            if paper and c in paper else '–' for c in PAPER_COLUMNS)
         lines.append(f"| {s['run']} | {s['dataset']} | {s['modality']} | {s['D']} | {s['blocks']} | "
                      f"{s['epochs']} ({s['best_epoch']}) | {s['train_minutes']:.1f} | {ours} | {label or '–'} | {theirs} |")
     return '\n'.join(lines)
@@ -68,14 +66,14 @@ def results_markdown(summaries):
 def comparison_markdown(summary):
     """Per-size table of one run plus its row against the paper."""
     lines = [f"### {summary['dataset']} ({summary['modality']}), run `{summary['run']}`", '',
-             '| size | ' + ' | '.join(COLUMNS) + ' |', '|---:|' + '---:|' * len(COLUMNS)]
+             '| size | ' + ' | '.join(PAPER_COLUMNS) + ' |', '|---:|' + '---:|' * len(PAPER_COLUMNS)]
     for size, metrics in sorted(summary['by_size'].items(), key=lambda kv: int(kv[0])):
-        lines.append(f'| {size} | ' + ' | '.join(f'{metrics[c]:.4f}' for c in COLUMNS) + ' |')
+        lines.append(f'| {size} | ' + ' | '.join(f'{metrics[c]:.4f}' for c in PAPER_COLUMNS) + ' |')
     label, paper = paper_reference(summary['dataset'], summary['modality'])
     if paper:
         lines += ['', f"Largest size (D={summary['D']}) against {label}:", '',
                   '| metric | ours | paper | difference |', '|---|---:|---:|---:|']
-        for c in COLUMNS:
+        for c in PAPER_COLUMNS:
             if c in paper:
                 lines.append(f"| {c} | {summary['metrics'][c]:.4f} | {paper[c]:.4f} | "
                              f"{relative_difference(summary['metrics'][c], paper[c])} |")
