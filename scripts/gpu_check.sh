@@ -124,7 +124,7 @@ tokens = torch.randint(1, 1001, (32, 50), device=device)
 losses = {}
 for amp in ('none', 'bf16'):
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == 'bf16'):
-        loss, per_size = model.training_loss(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
+        loss, per_size = model.loss(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
     loss.backward()
     losses[amp] = loss.item()
 assert seen and all(d == (torch.complex64, torch.complex64) for d in seen), seen

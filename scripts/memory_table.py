@@ -29,7 +29,7 @@ from datasets.published_stats import PUBLISHED_STATS  # noqa: E402
 from model.fmrlrec import FMRLRec  # noqa: E402
 from model.packing import pack_batch, pack_last_position  # noqa: E402
 from trainer.optim import build_optimizer  # noqa: E402
-from utils.paper import PAPER_SIZES  # noqa: E402
+from utils.paper import PAPER_FEATURE_WIDTH, PAPER_NUM_BLOCKS, PAPER_SIZES  # noqa: E402
 from utils.runtime import autocast  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def measure(code, device, amp, batch_size, eval_batch_size, blocks, data_root=No
     splits = split_examples(load_p5(Path(data_root) / code), 50) if real else \
         synthetic_splits(users, items, mean_length, 50)
     generator = torch.Generator().manual_seed(0)
-    features = [torch.nn.functional.normalize(torch.randn(items + 1, 1024, generator=generator), dim=1)
+    features = [torch.nn.functional.normalize(torch.randn(items + 1, PAPER_FEATURE_WIDTH, generator=generator), dim=1)
                 for _ in range(2)]
     model = FMRLRec(items, PAPER_SIZES, features[0], features[1], num_blocks=blocks).to(device)
     args = SimpleNamespace(weight_decay=0.01, optimizer='AdamW', lr=1e-4, adam_epsilon=1e-9)
@@ -107,7 +107,7 @@ def main(argv=None):
     parser.add_argument('--amp', default='none,bf16')
     parser.add_argument('--batch_size', type=int, default=32)
     parser.add_argument('--eval_batch_size', type=int, default=64)
-    parser.add_argument('--blocks', type=int, default=2)
+    parser.add_argument('--blocks', type=int, default=PAPER_NUM_BLOCKS)
     parser.add_argument('--data_root', default=None, help='use the real sequences of <data_root>/<code> when present')
     options = parser.parse_args(argv)
     device = torch.device(options.device)

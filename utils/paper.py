@@ -2,6 +2,8 @@
 
 # The nested sizes of every configuration in the paper (the default of --mrl_hidden_sizes).
 PAPER_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
+PAPER_NUM_BLOCKS = 2        # LRU blocks of its best configurations (presets/*.yaml)
+PAPER_FEATURE_WIDTH = 1024  # each frozen feature: bge-large text and SigLIP-large image are both 1024-d
 # The metrics of the paper's Table 2, in its column order.
 PAPER_COLUMNS = ('NDCG@5', 'Recall@5', 'NDCG@10', 'Recall@10')
 
