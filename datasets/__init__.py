@@ -1,4 +1,4 @@
-"""The data, in two kinds of module (docs/architecture.md, "The data").
+"""The data, in two kinds of module (docs/architecture.md, "Layers").
 
 What a run loads (train.py, eval.py, export.py, recommend.py):
     p5.py                  the P5/VIP5 dataset folder and the leave-one-out split

@@ -1,5 +1,6 @@
 """The import layers of docs/architecture.md, read from the source: utils/ is the bottom layer, the
-data a run loads does not import the offline builders, and no library module imports a script."""
+model stands on utils/ alone, the data a run loads does not import the offline builders, and no
+library module imports a script."""
 import ast
 
 import pytest
@@ -40,6 +41,13 @@ def test_utils_imports_nothing_above_it(path):
     above = {name for name in imported_modules(path)
              if name.split('.')[0] in {'config', *PACKAGES} - {'utils'} | SCRIPTS}
     assert not above, f'utils/{path.name} imports {sorted(above)}'
+
+
+@pytest.mark.parametrize('path', sorted((ROOT / 'model').glob('*.py')), ids=lambda p: p.name)
+def test_the_model_imports_only_the_model_and_utils(path):
+    above = {name for name in imported_modules(path)
+             if name.split('.')[0] in {'config', 'trainer', 'datasets', 'deploy'} | SCRIPTS}
+    assert not above, f'model/{path.name} imports {sorted(above)}'
 
 
 @pytest.mark.parametrize('name', RUN_TIME_DATA)
