@@ -5,6 +5,8 @@
     python eval.py                                # every run under experiments/ that lacks the file
     python eval.py --export_root RUN --eval_mode plot   # PNG plots of each metric against size
     python eval.py --export_root RUN --eval_mode summary   # size_summary.md: metrics, parameters, file size
+    python eval.py --export_root RUN --ties last  # targets behind the items scored exactly like them:
+                                                  # test_mrl_metrics_ties_last.json (docs/content_features.md, Ties)
 
 Testing also writes size_summary.md: per size, the metrics next to the size-s model's parameter
 count and its export file's size (export.py), so that a user can pick the size that fits.
@@ -20,6 +22,7 @@ from deploy.catalogue import read_catalogue
 from deploy.export_format import size_summary
 from deploy.run_export import run_source
 from trainer.final_evaluation import evaluate_best_checkpoint, print_popularity_table, print_table
+from trainer.metrics import TIE_RULES
 from trainer.run_config import saved_run_args
 from trainer.run_folder import CheckpointError, find_runs, metrics_path, read_run_config, read_test_metrics
 from trainer.run_inputs import build_model, load_data
@@ -44,7 +47,13 @@ def parse_eval_args(argv):
     p.add_argument('--mask_history', type=str2bool, nargs='?', const=True, default=None,
                    help="override the run's --mask_history")
     p.add_argument('--force', action='store_true', help='re-evaluate runs that already have results')
-    return p.parse_args(argv)
+    p.add_argument('--ties', choices=TIE_RULES, default='first',
+                   help='where a target stands among items scored exactly like it: first (the default, as in '
+                        'training) or last (with --eval_mode test; writes *_ties_last.json files)')
+    options = p.parse_args(argv)
+    if options.ties != 'first' and options.eval_mode != 'test':
+        p.error('--ties last writes its own test files: use it with --eval_mode test')
+    return options
 
 
 def evaluate_run(export_root, options):
@@ -71,9 +80,12 @@ def evaluate_run(export_root, options):
     # Another protocol than the run's goes to its own files, e.g. test_mrl_metrics_masked.json.
     run_masks = bool(read_run_config(export_root).get('mask_history', False))
     suffix = '' if args.mask_history == run_masks else ('_masked' if args.mask_history else '_unmasked')
+    ties = getattr(options, 'ties', 'first')
+    suffix += '' if ties == 'first' else f'_ties_{ties}'  # the run's own files keep the training's rule
     by_size = evaluate_best_checkpoint(args, model, splits['test'], export_root, device, suffix=suffix,
-                        training_examples=splits['train'])
-    protocol = 'history masked' if args.mask_history else 'history not masked'
+                                       training_examples=splits['train'], ties=ties)
+    protocol = ('history masked' if args.mask_history else 'history not masked') + (
+        '' if ties == 'first' else f', targets {ties} among equal scores')
     print_table(by_size, f'{export_root}: test metrics ({protocol}), every size')
     print_popularity_table(export_root, suffix)
     if suffix:

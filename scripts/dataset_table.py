@@ -10,7 +10,9 @@ lr 3e-3, a 10-epoch cosine budget, and whitened MiniLM text features for the tex
 Text differs per dataset with the metadata there is: Beauty title, brand and categories; Sports
 brand and categories; Clothing titles (docs/data.md). A row trains with `--resume auto`, is tested
 at the end of training (the released protocol, history not masked) and then again with the history
-masked (`eval.py --mask_history True`); it is finished when both test files exist. Run folders:
+masked (`eval.py --mask_history True`); text-only rows are also tested with every target ranked behind
+the items whose text is identical (`eval.py --ties last`, docs/content_features.md, Ties), which
+bounds what ties add. A row is finished when all its test files exist. Run folders:
 `<--out>/<row>`; text features are built into `<--out>/../features/<code>` on first use.
 Long runs belong in the background: `nohup python scripts/dataset_table.py run > table.log &`;
 the same command resumes them. Results: RESULTS.md, "Three datasets".
@@ -41,6 +43,7 @@ REPRESENTATION_OPTIONS = {
 # Training order: Clothing first (where content should matter most), then Beauty, then Sports.
 ROWS = [f'{code}_{kind}' for code in ('clothing', 'beauty', 'sports') for kind in ('text', 'id', 'hybrid')]
 MASKED_FILE = 'test_mrl_metrics_masked.json'
+TIES_LAST_FILE = 'test_mrl_metrics_ties_last.json'
 
 
 def split_row(name):
@@ -59,15 +62,23 @@ def train_argv(name, options):
 
 
 def row_command(name, options):
-    """Train and test (released protocol), then test again with the history masked."""
+    """Train and test (released protocol), then test again with the history masked (and, for
+    text-only rows, with targets behind their ties)."""
     python = shlex.quote(sys.executable)
-    train = f'{python} train.py ' + ' '.join(shlex.quote(a) for a in train_argv(name, options))
-    masked = f'{python} eval.py --export_root {shlex.quote(str(Path(options.out) / name))} --mask_history True'
-    return ['bash', '-c', f'{train} && {masked}']
+    folder = shlex.quote(str(Path(options.out) / name))
+    steps = [f'{python} train.py ' + ' '.join(shlex.quote(a) for a in train_argv(name, options)),
+             f'{python} eval.py --export_root {folder} --mask_history True']
+    if split_row(name)[1] == 'text':
+        steps.append(f'{python} eval.py --export_root {folder} --ties last')
+    return ['bash', '-c', ' && '.join(steps)]
+
+
+def test_files(name):
+    return ['test_mrl_metrics.json', MASKED_FILE] + ([TIES_LAST_FILE] if split_row(name)[1] == 'text' else [])
 
 
 def is_finished(folder):
-    return (Path(folder) / 'test_mrl_metrics.json').exists() and (Path(folder) / MASKED_FILE).exists()
+    return all((Path(folder) / file).exists() for file in test_files(Path(folder).name))
 
 
 def paper_rows(code):
@@ -92,7 +103,8 @@ def row_result(name, folder):
         result.update(best_epoch=int(best['epoch']), val_NDCG10=float(best['val_NDCG@10']),
                       final_loss=float(log[-1]['train_loss']), minutes=sum(float(r['seconds']) for r in log) / 60,
                       curve=[float(r['val_NDCG@10']) for r in log])
-    for protocol, file in (('released', 'test_mrl_metrics.json'), ('masked', MASKED_FILE)):
+    for protocol, file in (('released', 'test_mrl_metrics.json'), ('masked', MASKED_FILE),
+                           ('ties_last', TIES_LAST_FILE)):
         if (folder / file).exists():
             result[protocol] = json.loads((folder / file).read_text())
     return result
@@ -107,24 +119,26 @@ def dataset_markdown(code, results):
     by_kind = {r['representation']: r for r in results if r['dataset'] == code}
     id_ndcg = largest(by_kind['id']['released'], 'NDCG@10') if 'released' in by_kind.get('id', {}) else None
     lines = [f'#### {code}', '',
-             '| items | NDCG@10 | Recall@10 | x ID-only | NDCG@10 masked | Recall@10 masked | epochs (best) | minutes |',
-             '|---|---:|---:|---:|---:|---:|---:|---:|']
+             '| items | NDCG@10 | Recall@10 | x ID-only | NDCG@10 masked | Recall@10 masked | '
+             'NDCG@10, ties last | Recall@10, ties last | epochs (best) | minutes |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for kind in REPRESENTATIONS:
         r = by_kind.get(kind)
         if r is None:
-            lines.append(f'| {kind} | not started | | | | | | |')
+            lines.append(f'| {kind} | not started | | | | | | | | |')
             continue
         cells = []
-        for protocol in ('released', 'masked'):
+        for protocol in ('released', 'masked', 'ties_last'):
             metrics = r.get(protocol)
             cells.append([f'{largest(metrics, m):.4f}' if metrics else '–' for m in ('NDCG@10', 'Recall@10')])
         ratio = (f"{largest(r['released'], 'NDCG@10') / id_ndcg:.2f}x"
                  if id_ndcg and 'released' in r else '–')
         state = '' if r['finished'] else ', running'
         lines.append(f"| {kind} | {cells[0][0]} | {cells[0][1]} | {ratio} | {cells[1][0]} | {cells[1][1]} | "
-                     f"{r['epochs']} ({r.get('best_epoch', '–')}){state} | {r.get('minutes', 0):.0f} |")
+                     f"{cells[2][0]} | {cells[2][1]} | {r['epochs']} ({r.get('best_epoch', '–')}){state} | "
+                     f"{r.get('minutes', 0):.0f} |")
     for label, ndcg, recall in paper_rows(code):
-        lines.append(f'| {label} | {ndcg:.4f} | {recall:.4f} | | | | | |')
+        lines.append(f'| {label} | {ndcg:.4f} | {recall:.4f} | | | | | | | |')
     return '\n'.join(lines)
 
 

@@ -31,10 +31,13 @@ def test_the_nine_rows_share_one_configuration_and_differ_only_in_dataset_and_it
     # the dataset's preset still sets what the configuration leaves alone (r_min differs per dataset)
     assert parsed['beauty_id'].lru_r_min != parsed['sports_id'].lru_r_min
     command = dataset_table.row_command('clothing_text', options(tmp_path))[-1]
-    assert command.endswith(f"eval.py --export_root {tmp_path / 'table' / 'clothing_text'} --mask_history True")
+    folder = tmp_path / 'table' / 'clothing_text'
+    assert f"eval.py --export_root {folder} --mask_history True && " in command
+    assert command.endswith(f"eval.py --export_root {folder} --ties last")  # text rows: the ties' bound
+    assert '--ties' not in dataset_table.row_command('clothing_hybrid', options(tmp_path))[-1]
 
 
-def fake_row(folder, ndcg, masked=True, curve=(0.01, 0.03, 0.02)):
+def fake_row(folder, ndcg, masked=True, curve=(0.01, 0.03, 0.02), ties_last=None):
     (folder / 'logs').mkdir(parents=True)
     (folder / 'args.yaml').write_text(yaml.safe_dump({'mrl_hidden_sizes': [8, 256]}))
     with open(folder / 'logs' / 'logs.csv', 'w', newline='') as handle:
@@ -46,6 +49,9 @@ def fake_row(folder, ndcg, masked=True, curve=(0.01, 0.03, 0.02)):
     if masked:
         metrics['256']['NDCG@10'] = ndcg * 1.1
         (folder / dataset_table.MASKED_FILE).write_text(json.dumps(metrics))
+    if ties_last is not None:
+        metrics['256']['NDCG@10'] = ties_last
+        (folder / dataset_table.TIES_LAST_FILE).write_text(json.dumps(metrics))
     report = {'buckets': {'0': [0, 0], '1-4': [1, 4]}, 'users': {'0': 3, '1-4': 7},
               'by_size': {'256': {'0': {'NDCG@10': 0.125, 'Recall@10': 0.25},
                                   '1-4': {'NDCG@10': ndcg, 'Recall@10': 0.5}}}}
@@ -55,18 +61,22 @@ def fake_row(folder, ndcg, masked=True, curve=(0.01, 0.03, 0.02)):
 def test_a_row_is_finished_only_with_both_protocols_and_the_report_compares_with_id(tmp_path, capsys):
     out = tmp_path / 'table'
     fake_row(out / 'clothing_id', 0.0080)
-    fake_row(out / 'clothing_text', 0.0200, masked=False)
+    fake_row(out / 'clothing_text', 0.0200, masked=False, ties_last=0.0150)
+    fake_row(out / 'clothing_hybrid', 0.0300)  # masked, but a text row would also need the ties' file
     assert dataset_table.is_finished(out / 'clothing_id') and not dataset_table.is_finished(out / 'clothing_text')
+    assert dataset_table.is_finished(out / 'clothing_hybrid')
+    fake_row(out / 'beauty_text', 0.0300)
+    assert not dataset_table.is_finished(out / 'beauty_text')
     assert dataset_table.main(['report', '--out', str(out)]) == 0
     table = (out / 'table.md').read_text()
-    assert '| id | 0.0080 | 0.0160 | 1.00x | 0.0088 | 0.0160 | 3 (2) | 6 |' in table
-    assert '| text | 0.0200 | 0.0400 | 2.50x | – | – | 3 (2), running | 6 |' in table
-    assert '| hybrid | not started |' in table and '| paper fMRLRec, text + image, D = 1024 (Table 2) | 0.0259 |' in table
-    assert '| 8 | 0.0020 | 0.0050 |' in table and '| 3 | 0.0200 | 0.0200 |' in table  # sizes, curves
+    assert '| id | 0.0080 | 0.0160 | 1.00x | 0.0088 | 0.0160 | – | – | 3 (2) | 6 |' in table
+    assert '| text | 0.0200 | 0.0400 | 2.50x | – | – | 0.0150 | 0.0400 | 3 (2), running | 6 |' in table
+    assert '| hybrid | 0.0300 |' in table and '| id | not started |' in table and '| paper fMRLRec, text + image, D = 1024 (Table 2) | 0.0259 |' in table
+    assert '| 8 | 0.0075 | 0.0020 | 0.0050 | 0.0075 |' in table and '| 3 | 0.0200 | 0.0200 | 0.0200 | 0.0200 |' in table
     assert '| clothing_id | 0.1250 | 0.2500 | 0.0080 | 0.5000 |' in table  # per bucket, finished rows only
     assert 'clothing_text | 0.1250' not in table
     results = json.loads((out / 'table.json').read_text())
-    assert [r['row'] for r in results] == ['clothing_id', 'clothing_text']
+    assert [r['row'] for r in results] == ['beauty_text', 'clothing_id', 'clothing_text', 'clothing_hybrid']
 
 
 def test_report_without_any_row_is_one_clear_line(tmp_path):

@@ -16,6 +16,18 @@ def test_ranks_count_strictly_higher_scores():
     assert target_ranks(scores, targets).tolist() == [3, 2]
 
 
+def test_ties_last_puts_the_target_behind_every_item_scored_like_it():
+    scores = torch.tensor([[0.0, 0.9, 0.1, 0.5, 0.7],
+                           [0.0, 0.2, 0.2, 0.9, 0.2],
+                           [0.0, float('nan'), 0.2, 0.9, 0.2]])
+    targets = torch.tensor([3, 2, 2])
+    # user 0 has no tie (3 either way); user 1's target ties with items 1 and 4: first 2, last 4
+    assert target_ranks(scores, targets).tolist() == [3, 2, 0]
+    assert target_ranks(scores, targets, ties='last').tolist() == [3, 4, 0]  # NaN row: unranked either way
+    with pytest.raises(ValueError, match='ties must be one of first, last'):
+        target_ranks(scores, targets, ties='random')
+
+
 def test_metric_values_by_hand():
     ranks = torch.tensor([1, 3, 7, 60])
     sums = metric_sums(ranks, [5, 10, 50])

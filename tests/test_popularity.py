@@ -132,3 +132,16 @@ def test_eval_writes_the_popularity_file_with_the_protocol_suffix(sparse_demo_ru
     assert weighted_means(masked, '16') == pytest.approx(masked_overall['16'], rel=1e-12, abs=1e-15)
     output = capsys.readouterr().out
     assert 'Size 16 by target popularity' in output and '| bucket | users | NDCG@10 | Recall@10 |' in output
+
+
+def test_eval_ties_last_writes_its_own_files_and_an_id_model_has_no_ties(sparse_demo_run):
+    run, by_size = sparse_demo_run
+    written = (run / 'test_mrl_metrics.json').read_text()
+    eval_script.main(['--export_root', str(run), '--device', 'cpu', '--ties', 'last'])
+    assert (run / 'test_mrl_metrics.json').read_text() == written
+    last = json.loads((run / 'test_mrl_metrics_ties_last.json').read_text())
+    assert (run / 'test_mrl_metrics_by_popularity_ties_last.json').exists()
+    # a learned row per item: no two items score exactly alike, so both rules give the same metrics
+    assert last == json.loads(written)  # the same ranks, so the same sums, bit for bit
+    with pytest.raises(SystemExit):
+        eval_script.parse_eval_args(['--export_root', str(run), '--ties', 'last', '--eval_mode', 'plot'])

@@ -21,15 +21,16 @@ def _to_device(tensor, device):
 
 
 def evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size=64, device='cpu',
-                   mask_history=False, amp='none', progress=True, description='eval'):
-    """(M, U) 1-based rank of each user's target for every size, computed on `device`."""
+                   mask_history=False, amp='none', progress=True, description='eval', ties='first'):
+    """(M, U) 1-based rank of each user's target for every size, computed on `device`; `ties`:
+    trainer/metrics.target_ranks."""
     with torch.no_grad():
         return _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, torch.device(device),
-                               mask_history, amp, progress, description)
+                               mask_history, amp, progress, description, ties)
 
 
 def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, device, mask_history, amp,
-                    progress, description):
+                    progress, description, ties):
     was_training = model.training
     model.eval()
     ranks = torch.empty(num_sizes, len(inputs), dtype=torch.long, device=device)
@@ -57,7 +58,7 @@ def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, de
             scores.scatter_(2, target_index, keep)  # a repeated target stays rankable
         scores[..., 0] = float('-inf')  # the padding item is never recommended
         ranks[:, _to_device(users, device)] = target_ranks(scores.reshape(num_sizes * len(users), -1),
-                                                           batch_targets.repeat(num_sizes)).view(num_sizes, -1)
+                                                           batch_targets.repeat(num_sizes), ties).view(num_sizes, -1)
     model.train(was_training)
     return ranks
 

@@ -30,16 +30,17 @@ def non_finite_checkpoint_message(error, path, state_dict):
 
 
 def evaluate_best_checkpoint(args, model, test_examples, export_root, device, progress=True, suffix='', *,
-                             training_examples):
+                             training_examples, ties='first'):
     """Evaluate the best checkpoint on the test split; writes the three JSON files and returns the metrics.
 
     `training_examples`: (tokens, labels) of the run's training split, whose labels give each test
     target's popularity. `suffix` names the files of another protocol than the run's (e.g. '_masked'
-    for test_mrl_metrics_masked.json when eval.py overrides --mask_history)."""
+    for test_mrl_metrics_masked.json when eval.py overrides --mask_history); `ties`: where a target
+    stands among items scored exactly like it (trainer/metrics.target_ranks)."""
     checkpoint = load_best_weights(model, export_root, device)
     _, inputs, targets, histories = test_examples
     ranks = evaluate_ranks(model, inputs, targets, histories, len(args.mrl_hidden_sizes), args.test_batch_size,
-                           device, args.mask_history, args.amp, progress=progress, description='test')
+                           device, args.mask_history, args.amp, progress=progress, description='test', ties=ties)
     return _results_or_checkpoint_error(args, ranks, test_examples, training_examples, export_root, suffix,
                                         checkpoint, True)
 

@@ -5,6 +5,9 @@ import torch
 
 METRIC_NAMES = ('Recall', 'NDCG', 'MRR')
 UNRANKED = 0  # the rank of a user whose scores are not all finite: no metric may be computed from it
+# Where a target stands among items scored exactly like it (docs/content_features.md, Ties): 'first'
+# (ahead of them, the default) or 'last' (behind them); the two bound any tie order's metrics.
+TIE_RULES = ('first', 'last')
 
 
 class NonFiniteScoresError(ValueError):
@@ -17,15 +20,22 @@ class NonFiniteScoresError(ValueError):
         super().__init__(f'the scores are NaN or infinite at size{"s" if len(users_by_size) > 1 else ""} {where}')
 
 
-def target_ranks(scores, targets):
+def target_ranks(scores, targets, ties='first'):
     """1-based rank of each target among all items: 1 + number of items scored strictly higher.
 
     Ranks by counting instead of sorting (ties count in the target's favour, as a stable sort
-    that puts the target first would). A row holding NaN or +inf, or whose target scores
+    that puts the target first would). With ties='last' the target ranks behind every other item
+    scored exactly like it (1 + number of other items scored at least as high). A row holding NaN or +inf, or whose target scores
     -inf, gets UNRANKED (0): NaN never compares higher, so counting alone would rank its target
     first. -inf elsewhere is a masked item (padding, history) and is fine.
     """
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {', '.join(TIE_RULES)}, not {ties!r}")
     target_scores = scores.gather(1, targets.unsqueeze(1))
+    if ties == 'last':  # the target itself is among those >= its score: no + 1
+        ranks = (scores >= target_scores).sum(dim=1, dtype=torch.int32).long()
+        finite = torch.isfinite(scores.amax(dim=1)) & torch.isfinite(target_scores.squeeze(1))
+        return torch.where(finite, ranks, torch.full_like(ranks, UNRANKED))
     # Counting in int32 is ~4x faster than the default int64 sum of a bool tensor (same counts).
     ranks = (scores > target_scores).sum(dim=1, dtype=torch.int32).long() + 1
     # amax propagates NaN and costs a fifth of the count: the check is nearly free.
