@@ -1,4 +1,4 @@
-"""Peak memory of one workload, in a fresh process: `python -m benchmarks.memory_probe VARIANT ...`.
+"""Peak memory of one workload, in a fresh process: `python benchmarks/memory_probe.py VARIANT ...`.
 
 Each variant runs alone in its own process so that one variant's peak cannot hide another's.
 On the CPU the figure is the process's peak resident set (VmHWM: everything the process touched,
@@ -10,11 +10,14 @@ import argparse
 import json
 import resource
 import sys
+from pathlib import Path
 
 import torch
 
-from benchmarks.synthetic import add_workload_options, beauty_like_model, beauty_like_splits
-from benchmarks.workloads import (fast_eval, fast_step, make_trainer, reference_eval_batch,
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/memory_probe.py` too
+
+from benchmarks.synthetic import add_workload_options, beauty_like_model, beauty_like_splits  # noqa: E402
+from benchmarks.workloads import (fast_eval, fast_step, make_trainer, reference_eval_batch,  # noqa: E402
                                   reference_step)
 
 VARIANTS = ('train_reference', 'train_fast', 'train_fast_bf16', 'eval_reference', 'eval_fast')

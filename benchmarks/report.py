@@ -49,8 +49,16 @@ def summarise(train, evaluation, memory, rates, bf16, args):
 
 def print_table(summary, config):
     hw = config['hardware']
-    print(f"\nfMRLRec training/evaluation throughput — {hw['cpu']}, {hw['cores']} cores, torch {hw['torch']}, "
-          f"{hw['device']}, {hw['allocator']}")
+    cpu = hw['cpu']
+    isa_caps = ', '.join(f'{k}={v}' for k, v in cpu['isa_environment'].items())
+    print(f"\nfMRLRec training/evaluation throughput — {cpu['model']} (torch capability {cpu['torch_capability']}"
+          f"{', ' + isa_caps if isa_caps else ''}), {hw['cores']} cores, torch {hw['torch']}, {hw['device']}, "
+          f"{hw['allocator']}")
+    routes = hw.get('cpu_routes')
+    if routes:
+        print(f"CPU routes: bf16 native {routes['bf16_native']} ({routes['bf16_reason']}); fp32 products on oneDNN "
+              f"{routes['fp32_products_on_onednn']} (probe ms {routes.get('fp32_library_probe_ms')}); MRL linears "
+              f"in fp32 {routes['mrl_linear_fp32']}")
     print(f"batch {config['batch_size']}, sizes {config['sizes']}, {config['blocks']} block(s), "
           f"{config['users']} users, {config['items']} items, features 2 x {config['feature_dim']}\n")
     seq, achieved = summary['train_seq_per_s'], summary['train_achieved_gflops']
@@ -61,9 +69,13 @@ def print_table(summary, config):
         flops = summary['train_gflop_per_step']['reference' if name == 'reference' else 'fast']
         print(f"| {name} | {seq[name]:.1f} | {summary['train_speedup_by_variant'][name]:.1f}x | {flops:.0f} | "
               f"{achieved[name]:.0f} | {peak.get('train_' + name, float('nan')):.0f} |")
+    skipped_bf16 = not summary.get('bf16_measured', True)
+    if skipped_bf16:
+        print('| fast_bf16 | skipped (see below) | | | | |')
     rates = summary['matmul_gflops']
     print(f"\nlarge matmul: fp32 {rates['fp32_default']:.0f} GFLOP/s (default library), "
-          f"{rates.get('fp32_onednn', float('nan')):.0f} (oneDNN), bf16 {rates.get('bf16', float('nan')):.0f}; "
+          f"{rates.get('fp32_onednn', float('nan')):.0f} (oneDNN), bf16 {rates.get('bf16', float('nan')):.0f}"
+          f"{' (emulated)' if summary.get('bf16_emulated') else ''}; "
           f"fast fp32 at {100 * summary['train_peak_fraction']:.0f}% of the fp32 rate")
     users = summary['eval_users_per_s']
     print('\n| evaluation | users/s | speed-up | full pass s |')
@@ -72,6 +84,12 @@ def print_table(summary, config):
         full = summary['eval_full_pass_seconds'].get(name)
         print(f"| {name} | {rate:.1f} | {rate / users['reference']:.0f}x | "
               f"{full if full is not None else config['users'] / rate:.1f} |")
+    if skipped_bf16:
+        print('| fast_bf16 | skipped (see below) | | |')
+    for what, why in summary.get('skipped', {}).items():
+        print(f'skipped: {what}: {why}')
+    if summary.get('bf16_emulated'):
+        print('bf16 forced with --bf16 where it is emulated: its figures are not what --amp bf16 gives (fp32 there)')
     for key in ('memory_ratio', 'memory_ratio_whole_process', 'step_memory_ratio', 'memory_ratio_eval', 'eval_fast_equals_reference_fraction',
                 'eval_fast_reference_max_rank_difference', 'bf16_effect'):
         if key in summary:

@@ -1,7 +1,7 @@
 """Training and evaluation throughput of the fast path against the reference path, in one run.
 
-    python -m benchmarks.train_throughput            # the paper's configuration, a table
-    python -m benchmarks.train_throughput --json     # the same, as one JSON object
+    python benchmarks/train_throughput.py            # the paper's configuration, a table
+    python benchmarks/train_throughput.py --json     # the same, as one JSON object (or python -m ...)
 
 Data of Beauty's shape are built in memory (benchmarks/synthetic.py). Method, so that the figures
 survive a shared, noisy machine: all timings run in this one process, interleaved round by round
@@ -10,26 +10,35 @@ each; the reference runs fewer steps than the fast path (it is ~10x slower). Eva
 evaluator over all users (one pass, the item table projected once), the reference on a few
 batches between those passes. FLOPs are counted per step (benchmarks/flops.py) and compared with
 the best large-matmul rate measured in this run. Peak memory: one fresh process per variant
-(benchmarks/memory_probe.py).
+(benchmarks/memory_probe.py). What the CPU cannot do natively is skipped and said so in the table
+and the JSON ('skipped'): bf16 runs only where bf16 is native (utils/cpu_probe.py) unless --bf16
+forces it; --no-bf16 skips every bf16 variant, the memory probe's included.
 """
 import argparse
+import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import torch
 
-from benchmarks.flops import count_matmul_flops, matmul_rate, synchronize
-from benchmarks.report import print_table, summarise
-from benchmarks.synthetic import add_workload_options, beauty_like_model, beauty_like_splits
-from model.fp32_matmul import fast_fp32_matmul, onednn_fp32_is_exact
-from benchmarks.workloads import (fast_eval, fast_loss_and_grads, fast_step, make_trainer,
-                                  reference_eval_batch, reference_loss_and_grads, reference_step)
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # `python benchmarks/train_throughput.py` runs from anywhere
 
+from benchmarks.flops import count_matmul_flops, matmul_rate, synchronize  # noqa: E402  (after the path set-up)
+from benchmarks.hardware import hardware  # noqa: E402
+from benchmarks.report import print_table, summarise  # noqa: E402
+from benchmarks.synthetic import add_workload_options, beauty_like_model, beauty_like_splits  # noqa: E402
+from benchmarks.workloads import (fast_eval, fast_loss_and_grads, fast_step, make_trainer,  # noqa: E402
+                                  reference_eval_batch, reference_loss_and_grads, reference_step)
+from model.fp32_matmul import fast_fp32_matmul, onednn_fp32_is_exact  # noqa: E402
+from utils.cpu_probe import BF16_ENV, Bf16Verdict, bf16_verdict_set_to  # noqa: E402
+from utils.runtime import bf16_is_native  # noqa: E402
 
 
 def timed(device, work):
@@ -142,51 +151,53 @@ def measure_evaluation(model, examples, sizes, batch_size, device, reference_bat
 
 
 def measure_matmul_rates(device, use_bf16, size):
-    """Large-product GFLOP/s: fp32 on the default library and, where the fast path uses it
-    (model/fp32_matmul.py), on oneDNN; the fast path's fraction is taken of the larger."""
+    """Large-product GFLOP/s: fp32 on the default library and, where exact (model/fp32_matmul.py),
+    on oneDNN; the fast path's fraction is taken of the larger."""
     rates = {'fp32_default': matmul_rate(device, size=size)}
     if device.type == 'cpu' and onednn_fp32_is_exact():
-        with fast_fp32_matmul(device):
+        precision = torch.backends.mkldnn.matmul.fp32_precision
+        torch.backends.mkldnn.matmul.fp32_precision = 'bf16'  # oneDNN, also where its probe chose MKL
+        try:
             rates['fp32_onednn'] = matmul_rate(device, size=size)
+        finally:
+            torch.backends.mkldnn.matmul.fp32_precision = precision
     if use_bf16:
         rates['bf16'] = matmul_rate(device, torch.bfloat16, size=size)
     return rates
 
 
-def measure_memory(args):
-    """Peak memory per variant, each in a fresh process."""
+MEMORY_VARIANTS = (('train_reference', 2), ('train_fast', 3), ('train_fast_bf16', 3), ('eval_reference', 1),
+                   ('eval_fast', 2))
+
+
+def measure_memory(args, use_bf16, bf16_forced):
+    """Peak memory per variant, each in a fresh process (the bf16 one only when bf16 is measured)."""
     peaks = {}
-    for variant, steps in (('train_reference', 2), ('train_fast', 3), ('train_fast_bf16', 3),
-                           ('eval_reference', 1), ('eval_fast', 2)):
-        command = [sys.executable, '-m', 'benchmarks.memory_probe', variant, '--batch_size', str(args.batch_size),
-                   '--eval_batch_size', str(args.eval_batch_size), '--sizes', args.sizes, '--blocks', str(args.blocks),
-                   '--device', args.device, '--users', str(args.users), '--items', str(args.items),
-                   '--feature_dim', str(args.feature_dim), '--steps', str(steps)]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=os.getcwd())
+    environment = dict(os.environ, **({BF16_ENV: 'native'} if bf16_forced else {}))
+    for variant, steps in MEMORY_VARIANTS:
+        if variant.endswith('bf16') and not use_bf16:
+            continue
+        command = [sys.executable, str(REPO / 'benchmarks' / 'memory_probe.py'), variant,
+                   '--batch_size', str(args.batch_size), '--eval_batch_size', str(args.eval_batch_size),
+                   '--sizes', args.sizes, '--blocks', str(args.blocks), '--device', args.device,
+                   '--users', str(args.users), '--items', str(args.items), '--feature_dim', str(args.feature_dim),
+                   '--steps', str(steps)]
+        done = subprocess.run(command, capture_output=True, text=True, env=environment)
         if done.returncode != 0:
             raise SystemExit(f'memory probe {variant} failed:\n{done.stderr[-2000:]}')
         peaks[variant] = json.loads(done.stdout.strip().splitlines()[-1])
     return peaks
 
 
-def hardware(device):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as handle:
-            cpu = next(line.split(':', 1)[1].strip() for line in handle if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    preload = os.environ.get('LD_PRELOAD', '')
-    info = {'cpu': cpu, 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
-            'torch': torch.__version__, 'device': str(device),
-            'allocator': 'tcmalloc' if 'tcmalloc' in preload else 'jemalloc' if 'jemalloc' in preload else 'glibc malloc',
-            'fp32_matmul_precision': torch.get_float32_matmul_precision(),
-            'fp32_products_on_onednn': device.type == 'cpu' and onednn_fp32_is_exact(),
-            'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY', 'default'),
-            'load_average_at_start': os.getloadavg()[0]}
-    if device.type == 'cuda':
-        info['gpu'] = torch.cuda.get_device_name(device)
-    return info
+def bf16_plan(requested, device):
+    """(measure bf16, forced where emulated, why skipped or None). requested: None (where native),
+    True (--bf16: even where emulated, labelled so), False (--no-bf16)."""
+    if requested is False:
+        return False, False, '--no-bf16'
+    native, reason = bf16_is_native(device)
+    if requested is None:
+        return native, False, (None if native else f'bf16 is not native here: {reason} (--bf16 measures it anyway)')
+    return True, not native, None
 
 
 def main(argv=None):
@@ -196,7 +207,8 @@ def main(argv=None):
     parser.add_argument('--fast_per_round', type=int, default=4, help='fast steps timed per round and variant')
     parser.add_argument('--eval_reference_batches', type=int, default=3)
     parser.add_argument('--eval_users', type=int, default=None, help='users in the fast pass (default all)')
-    parser.add_argument('--bf16', action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument('--bf16', action=argparse.BooleanOptionalAction, default=None,
+                        help='bf16 variants (default: where bf16 is native; --bf16 also where emulated, slow)')
     parser.add_argument('--compile', action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument('--memory', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--matmul_size', type=int, default=4096, help='n of the n x n x n peak product')
@@ -207,34 +219,47 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sizes = [int(s) for s in args.sizes.split(',')]
+    machine = hardware(device, sizes)  # the CPU's own bf16 verdict, before --bf16 may override it
+    use_bf16, bf16_forced, bf16_skipped = bf16_plan(args.bf16, device)
+    forced = Bf16Verdict(True, 'forced by the benchmark\'s --bf16 (emulated here)') if bf16_forced else None
+    with bf16_verdict_set_to(forced) if forced else contextlib.nullcontext():
+        summary = run(args, device, sizes, use_bf16, bf16_forced, machine)
+    summary['bf16_measured'] = use_bf16
+    summary['bf16_emulated'] = bf16_forced
+    summary['skipped'] = {} if bf16_skipped is None else {
+        'bf16 (training, evaluation, large product, memory probe)': bf16_skipped}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print_table(summary, summary['config'])
+    return summary
+
+
+def run(args, device, sizes, use_bf16, bf16_forced, machine):
     config = {'batch_size': args.batch_size, 'sizes': sizes, 'blocks': args.blocks, 'users': args.users,
-              'items': args.items, 'feature_dim': args.feature_dim, 'hardware': hardware(device)}
+              'items': args.items, 'feature_dim': args.feature_dim, 'hardware': machine}
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
     started = time.time()
     splits = beauty_like_splits(args.users, args.items)
     model = beauty_like_model(sizes, args.blocks, args.items, args.feature_dim).to(device)
     trainer = make_trainer(model, splits, sizes, args.batch_size, device)
-    rates = measure_matmul_rates(device, args.bf16, args.matmul_size)
+    rates = measure_matmul_rates(device, use_bf16, args.matmul_size)
     log(f'matmul GFLOP/s {rates} ({time.time() - started:.0f}s)')
     compiled = torch.compile(model, dynamic=True) if args.compile else None
-    train = measure_training(trainer, device, args.batch_size, args.rounds, args.fast_per_round, args.bf16, compiled)
+    train = measure_training(trainer, device, args.batch_size, args.rounds, args.fast_per_round, use_bf16, compiled)
     log(f"training {train['seconds_per_step']} ({time.time() - started:.0f}s)")
-    bf16 = bf16_effect(trainer, args.batch_size) if args.bf16 else None
-    for name, rate in measure_matmul_rates(device, args.bf16, args.matmul_size).items():  # again: the best of both tries
+    bf16 = bf16_effect(trainer, args.batch_size) if use_bf16 else None
+    for name, rate in measure_matmul_rates(device, use_bf16, args.matmul_size).items():  # again: the best of both tries
         rates[name] = max(rates[name], rate)
     rates['fp32'] = max(rates['fp32_default'], rates.get('fp32_onednn', 0.0))
     evaluation = measure_evaluation(model, splits['val'], sizes, args.eval_batch_size, device,
-                                    args.eval_reference_batches, args.eval_users, args.bf16)
+                                    args.eval_reference_batches, args.eval_users, use_bf16)
     log(f"evaluation {evaluation['users_per_s']} ({time.time() - started:.0f}s)")
-    memory = measure_memory(args) if args.memory else None
+    memory = measure_memory(args, use_bf16, bf16_forced) if args.memory else None
     summary = summarise(train, evaluation, memory, rates, bf16, args)
     config['hardware']['load_average_at_end'] = os.getloadavg()[0]
     summary['config'] = config
     summary['benchmark_seconds'] = time.time() - started
-    if args.json:
-        print(json.dumps(summary, indent=1))
-    else:
-        print_table(summary, config)
     return summary
 
 
@@ -245,7 +270,7 @@ def run_with_passive_omp_threads():
     An OMP_WAIT_POLICY already in the environment is kept."""
     if 'OMP_WAIT_POLICY' not in os.environ:
         os.environ['OMP_WAIT_POLICY'] = 'PASSIVE'
-        os.execv(sys.executable, [sys.executable, '-m', 'benchmarks.train_throughput'] + sys.argv[1:])
+        os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve())] + sys.argv[1:])
     main()
 
 
