@@ -6,7 +6,7 @@ import os
 import torch
 
 from model.fp32_matmul import onednn_fp32_is_exact, onednn_fp32_speed, use_onednn_fp32
-from model.mrl import fused_is_faster_on_cpu
+from model.mrl import fused_on_cpu
 from utils.cpu_probe import cpu_bf16_verdict, cpu_summary
 
 
@@ -21,11 +21,14 @@ def cpu_routes(sizes):
     routes = {'bf16_native': verdict.native, 'bf16_reason': verdict.reason,
               'bf16_probe_gflops': {'bf16': verdict.bf16_gflops, 'fp32': verdict.fp32_gflops},
               'fp32_onednn_exact': onednn_fp32_is_exact(), 'fp32_products_on_onednn': use_onednn_fp32(),
-              'mrl_linear_fp32': 'fused' if fused_is_faster_on_cpu(sizes, torch.float32) else 'per chunk'}
+              'mrl_linear_fp32': 'fused' if fused_on_cpu(sizes) else 'per chunk'}
     if onednn_fp32_is_exact():
-        routes['fp32_library_probe_ms'] = {k: round(1e3 * v, 2) for k, v in onednn_fp32_speed().items()}
+        speed = onednn_fp32_speed()
+        routes['fp32_library_probe'] = {'onednn_ms': round(1e3 * speed.seconds, 2),
+                                        'default_ms': round(1e3 * speed.baseline_seconds, 2),
+                                        'onednn_time_ratio': round(speed.ratio, 3)}
     if verdict.native:
-        routes['mrl_linear_bf16'] = 'fused' if fused_is_faster_on_cpu(sizes, torch.bfloat16) else 'per chunk'
+        routes['mrl_linear_bf16'] = 'fused' if fused_on_cpu(sizes, torch.bfloat16) else 'per chunk'
     return routes
 
 

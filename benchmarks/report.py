@@ -57,7 +57,7 @@ def print_table(summary, config):
     routes = hw.get('cpu_routes')
     if routes:
         print(f"CPU routes: bf16 native {routes['bf16_native']} ({routes['bf16_reason']}); fp32 products on oneDNN "
-              f"{routes['fp32_products_on_onednn']} (probe ms {routes.get('fp32_library_probe_ms')}); MRL linears "
+              f"{routes['fp32_products_on_onednn']} (probe {routes.get('fp32_library_probe')}); MRL linears "
               f"in fp32 {routes['mrl_linear_fp32']}")
     print(f"batch {config['batch_size']}, sizes {config['sizes']}, {config['blocks']} block(s), "
           f"{config['users']} users, {config['items']} items, features 2 x {config['feature_dim']}\n")

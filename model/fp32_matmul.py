@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from utils.cpu_probe import bare, best_seconds, clearly_faster
+from utils.cpu_probe import bare, clearly_slower, compare
 
 DISABLE_ENV = 'FMRLREC_NO_ONEDNN_FP32'  # set to 1 to keep every fp32 product on the default library
 _PROBE_SHAPES = ((256, 1024, 512), (64, 8, 2048), (64, 2048, 8))  # square-ish, K = 8, N = 8
@@ -59,45 +59,40 @@ def onednn_fp32_is_exact():
     return _verdict
 
 
-def measure_library_seconds():
-    """{'default': s, 'onednn': s}: the probe shapes' products on each library, each product's best
-    of several interleaved tries (one thread; about 0.3 s in all), summed over the shapes."""
+def measure_library_speed():
+    """Comparison of oneDNN (the route) against the default library (the baseline) on the probe
+    shapes' products, one after another (utils/cpu_probe.compare; one thread, about 0.3 s)."""
     generator = torch.Generator().manual_seed(0)
     operands = [(torch.randn(m, k, generator=generator), torch.randn(k, n, generator=generator))
                 for m, k, n in SPEED_PROBE_SHAPES]
     precision = torch.backends.mkldnn.matmul.fp32_precision
 
-    def product(library_precision, a, b):
+    def products(library_precision):
         def run():
             torch.backends.mkldnn.matmul.fp32_precision = library_precision
-            a @ b
+            for a, b in operands:
+                a @ b
         return run
-    works = {(library, index): product(library_precision, a, b) for index, (a, b) in enumerate(operands)
-             for library, library_precision in (('default', precision), ('onednn', 'bf16'))}
     try:
         with bare():
-            seconds = best_seconds(works, rounds=10, budget=0.25)
+            return compare(products('bf16'), products(precision))
     finally:
         torch.backends.mkldnn.matmul.fp32_precision = precision
-    return {library: sum(s for (name, _), s in seconds.items() if name == library) for library in ('default', 'onednn')}
 
 
 def onednn_fp32_speed():
-    """The library probe's seconds (measured once per process, where oneDNN is exact)."""
+    """The library probe's Comparison (measured once per process, where oneDNN is exact)."""
     global _speed
     if _speed is None:
-        _speed = measure_library_seconds()
+        _speed = measure_library_speed()
     return _speed
 
 
 def use_onednn_fp32():
-    """oneDNN for fp32 products where it stays exact, unless the default library measured clearly
-    faster (utils/cpu_probe.clearly_faster): oneDNN was 2-10x faster on the step's products on Zen 4
-    and level with MKL on Intel AVX-512 and on AVX2 (benchmarks/README.md)."""
-    if not onednn_fp32_is_exact():
-        return False
-    speed = onednn_fp32_speed()
-    return not clearly_faster(speed['default'], than=speed['onednn'])
+    """oneDNN for fp32 products where it stays exact, unless it measured clearly slower than the
+    default library (utils/cpu_probe.clearly_slower): oneDNN was 2-10x faster on the step's
+    products on Zen 4 and level with MKL on Intel AVX-512 and on AVX2 (benchmarks/README.md)."""
+    return onednn_fp32_is_exact() and not clearly_slower(onednn_fp32_speed().ratio)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.cpu_probe import bare, best_seconds, clearly_faster
+from utils.cpu_probe import bare, clearly_slower, compare
 
 # Below this width the choice costs microseconds either way: the measured defaults, no probe.
 MIN_PROBED_WIDTH = 256
@@ -79,16 +79,12 @@ class MRLLinear(nn.Module):
         product does 1.5x the multiply-adds and the dense weight is assembled every step: measured a
         wash in fp32 and ~6% faster under bf16 autocast on Zen 4 (benchmarks/README.md), so those are
         the defaults (per chunk in fp32, fused under autocast), left where a probe of this layer's
-        sizes finds the other clearly faster on this CPU (`fused_is_faster_on_cpu`)."""
+        sizes finds the default clearly slower on this CPU (`fused_is_faster_on_cpu`)."""
         if self.fused is not None:
             return self.fused
         if x.device.type != 'cpu':
             return True
-        autocast = torch.is_autocast_enabled('cpu')
-        if self.width < MIN_PROBED_WIDTH:
-            return autocast
-        dtype = torch.get_autocast_dtype('cpu') if autocast else torch.float32
-        return fused_is_faster_on_cpu(self.sizes, dtype)
+        return fused_on_cpu(self.sizes, torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else None)
 
     def forward(self, x):
         """Real layer on a real input (use `complex_in`/`real_out` for the complex LRU maps)."""
@@ -124,9 +120,10 @@ class MRLLinear(nn.Module):
                           for r, s, w_im in zip(real, self.sizes, self.weight_imag)], dim=-1)
 
 
-def measure_fused_and_chunked(sizes, dtype):
-    """{'fused': s, 'chunked': s}: forward and backward of one real MRL linear of these sizes on
-    PROBE_ROWS rows, each way (one thread, interleaved, the best of a few tries; ~0.1-0.3 s at D = 1024)."""
+def measure_fused_against_chunked(sizes, dtype):
+    """Comparison of the dense masked matmul (the route) against per-chunk matmuls (the baseline):
+    forward and backward of one real MRL linear of these sizes on PROBE_ROWS rows (one thread,
+    utils/cpu_probe.compare; about 0.2-0.4 s at D = 1024)."""
     with bare():
         layer = MRLLinear(sizes)
         x = torch.randn(PROBE_ROWS, layer.width, requires_grad=True)
@@ -138,19 +135,27 @@ def measure_fused_and_chunked(sizes, dtype):
                     out = layer(x)
                 out.float().sum().backward()
             return run
-        return best_seconds({'fused': step(True), 'chunked': step(False)}, rounds=5)
+        return compare(step(True), step(False), rounds=7)
+
+
+def fused_on_cpu(sizes, autocast_dtype=None):
+    """Whether CPU MRL linears of these sizes use the dense masked matmul (autocast_dtype: None
+    for fp32). Narrow layers keep the defaults unprobed."""
+    if sizes[-1] < MIN_PROBED_WIDTH:
+        return autocast_dtype is not None
+    return fused_is_faster_on_cpu(sizes, autocast_dtype or torch.float32)
 
 
 def fused_is_faster_on_cpu(sizes, dtype):
     """The CPU route of MRL linears of these sizes under `dtype`, probed once per process: the
-    default (fused under bf16, per chunk in fp32) unless the other measured clearly faster."""
+    default (fused under bf16, per chunk in fp32) unless it measured clearly slower than the other."""
     key = (tuple(sizes), dtype)
     if key not in _fused_verdicts:
-        seconds = measure_fused_and_chunked(sizes, dtype)
+        ratio = measure_fused_against_chunked(sizes, dtype).ratio  # fused time / per-chunk time
         if dtype == torch.float32:
-            _fused_verdicts[key] = clearly_faster(seconds['fused'], than=seconds['chunked'])
+            _fused_verdicts[key] = clearly_slower(1 / ratio)
         else:
-            _fused_verdicts[key] = not clearly_faster(seconds['chunked'], than=seconds['fused'])
+            _fused_verdicts[key] = not clearly_slower(ratio)
     return _fused_verdicts[key]
 
 

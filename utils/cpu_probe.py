@@ -6,11 +6,12 @@ bf16 instructions ran 50x slower than fp32 on an AVX2 machine (benchmarks/README
 CPU-specific route is decided once per process, by what the CPU reports and by a probe of a
 fraction of a second, never by the CPU's name. Tests replace `measure_bf16_rates` (or set the
 cache through `bf16_verdict_set_to`) to mock the outcome; model/fp32_matmul.py and model/mrl.py
-probe their own routes with `bare` and `best_seconds`.
+probe their own routes with `bare` and `compare`.
 """
 import contextlib
 import os
 import platform
+import statistics
 import subprocess
 import time
 from typing import NamedTuple
@@ -27,7 +28,7 @@ ISA_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'avx512_vnni', 'am
 # 1.5-2x (AVX-512 BF16) and more (AMX). Half the fp32 rate separates the two with room for noise.
 MIN_BF16_RATIO = 0.5
 BF16_PROBE_SHAPE = (256, 512, 256)  # m, k, n: 67 MFLOP, ~0.1 s emulated on AVX2, under 1 ms native
-SWITCH_MARGIN = 1.25  # a route replaces the default only when the probe measures it this much faster
+SWITCH_MARGIN = 1.25  # a default route is left only when the probe measures it this much slower
 ISA_ENVIRONMENT = ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA', 'MKL_ENABLE_INSTRUCTIONS')
 
 
@@ -94,43 +95,50 @@ def bare():
         torch.set_num_threads(threads)
 
 
-def best_seconds(works, rounds=8, budget=0.2):
-    """{name: smallest wall time of works[name]()}: one warm-up each (kernel selection and JIT),
-    then the works in turn, round by round, until `rounds` rounds or `budget` seconds; a work slower
-    than the budget keeps its warm-up's time. Interleaved and the smallest, not the mean: on a
-    shared machine a neighbour then slows both alike, and the smallest time is the one without it."""
-    times = {}
-    for name, work in works.items():
-        begin = time.perf_counter()
+class Comparison(NamedTuple):
+    ratio: float          # median over rounds of (route's time / baseline's time) within a round
+    seconds: float        # the route's best time
+    baseline_seconds: float
+
+
+def compare(route, baseline, rounds=9, budget=0.4):
+    """Time `route()` against `baseline()`: one warm-up each (kernel selection, JIT), then rounds of
+    both back to back, in alternating order, until `rounds` rounds or `budget` seconds (at least
+    one). The ratio is taken within each round and its median kept, as the benchmark does: on a
+    shared machine a neighbour then slows both alike (single best times varied 2x under load, the
+    median ratio by 5%)."""
+    for work in (route, baseline):
         work()
-        times[name] = [time.perf_counter() - begin]
+    ratios, route_times, baseline_times = [], [], []
     started = time.perf_counter()
-    for _ in range(rounds):
-        if time.perf_counter() - started > budget:
-            break
-        for name, work in works.items():
+    while not ratios or (len(ratios) < rounds and time.perf_counter() - started < budget):
+        order = ((route, route_times), (baseline, baseline_times))
+        for work, times in (order if len(ratios) % 2 == 0 else order[::-1]):
             begin = time.perf_counter()
             work()
-            times[name].append(time.perf_counter() - begin)
-    return {name: min(seconds[1:]) if len(seconds) > 1 else seconds[0] for name, seconds in times.items()}
+            times.append(time.perf_counter() - begin)
+        ratios.append(route_times[-1] / baseline_times[-1])
+    return Comparison(statistics.median(ratios), min(route_times), min(baseline_times))
 
 
-def clearly_faster(seconds, than):
-    """Whether a route taking `seconds` should replace the default one taking `than`. The default
-    is left only for a clear gain: a route that flips with the noise from one process to the next
-    would change results in their last bits between a run and its resumption."""
-    return seconds * SWITCH_MARGIN < than
+def clearly_slower(ratio):
+    """Whether a default route measured `ratio` times the other one's time should be left. Only a
+    clear loss counts: a route that flips with the noise from one process to the next would change
+    results in their last bits between a run and its resumption."""
+    return ratio > SWITCH_MARGIN
 
 
 def measure_bf16_rates():
-    """(bf16, fp32) GFLOP/s of one mid-sized product each, on one thread."""
+    """(bf16, fp32) GFLOP/s of one mid-sized product each (the best tries), and the median ratio of
+    their times, on one thread."""
     m, k, n = BF16_PROBE_SHAPE
     generator = torch.Generator().manual_seed(0)
     a, b = torch.randn(m, k, generator=generator), torch.randn(k, n, generator=generator)
     a16, b16 = a.bfloat16(), b.bfloat16()
     with bare():
-        seconds = best_seconds({'bf16': lambda: a16 @ b16, 'fp32': lambda: a @ b})
-    return 2 * m * k * n / seconds['bf16'] / 1e9, 2 * m * k * n / seconds['fp32'] / 1e9
+        result = compare(lambda: a16 @ b16, lambda: a @ b)
+    flop = 2 * m * k * n
+    return flop / result.seconds / 1e9, flop / result.baseline_seconds / 1e9, 1 / result.ratio
 
 
 def _decide_bf16():
@@ -143,10 +151,9 @@ def _decide_bf16():
     native_flags = sorted(flags & set(NATIVE_BF16_FLAGS))
     if torch.cpu._is_avx512_bf16_supported():
         native_flags.append('avx512_bf16 (torch)')
-    bf16, fp32 = measure_bf16_rates()
-    ratio = bf16 / fp32
+    bf16, fp32, ratio = measure_bf16_rates()
     capability = torch.backends.cpu.get_cpu_capability()
-    measured = f'a bf16 product ran at {bf16:.1f} GFLOP/s against {fp32:.1f} for fp32 ({ratio:.2f}x)'
+    measured = f'a bf16 product ran at {bf16:.1f} GFLOP/s against {fp32:.1f} for fp32 ({ratio:.2f}x the rate)'
     if not native_flags:
         return Bf16Verdict(False, f'this CPU reports no bf16 instructions (torch capability {capability}, no '
                                   f'{"/".join(NATIVE_BF16_FLAGS)} flag) and {measured}', bf16, fp32)
