@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python scripts/content_study.py` runs from anywhere
 
 from scripts.study_rows import (ensure_popularity, parse_study_options, popularity_markdown,  # noqa: E402
-                                read_log, run_rows, study_parser)
+                                read_log, run_rows, study_parser, write_report)
 
 # The cheap configuration: the paper's Beauty preset (2 blocks, r in [0, 0.1], dropout 0.6,
 # weight decay 0.01) at D = 64 with lr 1e-3 and a 10-epoch cosine budget (~15 min a row here).
@@ -133,11 +133,7 @@ def report(options):
     if by_popularity:
         table += ('\n\nBy popularity of the test target (occurrences among the training targets), largest size:\n\n'
                   + popularity_markdown([r['row'] for r in results], by_popularity))
-    (out / 'study.md').write_text(table + '\n')
-    (out / 'study.json').write_text(json.dumps(results, indent=2) + '\n')
-    print(table)
-    print(f'\nwrote {out / "study.md"} and {out / "study.json"}')
-    return 0
+    return write_report(out, 'study', table, results)
 
 
 def list_rows(options):

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python scripts/dataset_table.py` runs from anywhere
 
 from scripts.study_rows import (ensure_popularity, parse_study_options, popularity_markdown,  # noqa: E402
-                                read_log, run_rows, study_parser)
+                                read_log, run_rows, study_parser, write_report)
 from utils.paper import PAPER_ABLATIONS, PAPER_FMRLREC, PAPER_LRUREC  # noqa: E402
 
 DATASETS = ('beauty', 'sports', 'clothing')
@@ -183,11 +183,7 @@ def report(options):
     table = '\n\n'.join(parts)
     for r in results:
         r['by_popularity'] = by_popularity.get(r['row'])
-    (out / 'table.md').write_text(table + '\n')
-    (out / 'table.json').write_text(json.dumps(results, indent=2) + '\n')
-    print(table)
-    print(f'\nwrote {out / "table.md"} and {out / "table.json"}')
-    return 0
+    return write_report(out, 'table', table, results)
 
 
 def run(options):

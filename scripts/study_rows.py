@@ -163,3 +163,13 @@ def parse_study_options(parser, argv, row_names):
     if options.command in ('run', 'list'):
         options.language_encoder = options.language_encoder or minilm_folder()
     return options
+
+
+def write_report(out, stem, markdown, results):
+    """<out>/<stem>.md and <out>/<stem>.json, and the table on the terminal."""
+    out = Path(out)
+    (out / f'{stem}.md').write_text(markdown + '\n')
+    (out / f'{stem}.json').write_text(json.dumps(results, indent=2) + '\n')
+    print(markdown)
+    print(f'\nwrote {out / (stem + ".md")} and {out / (stem + ".json")}')
+    return 0
