@@ -53,8 +53,10 @@ def onednn_fp32_is_exact():
     """Whether fp32 products may go to oneDNN here without leaving fp32 (probed once per process)."""
     global _verdict
     if _verdict is None:
+        # PyTorch takes the switch only where oneDNN reports bf16 support (AVX-512 and up): on an
+        # AVX2 CPU fp32 products stay on MKL whatever it says, and the route does not exist.
         usable = (os.environ.get(DISABLE_ENV, '0') in ('', '0') and torch.backends.mkldnn.is_available()
-                  and hasattr(torch.backends.mkldnn, 'matmul'))
+                  and hasattr(torch.backends.mkldnn, 'matmul') and torch.ops.mkldnn._is_mkldnn_bf16_supported())
         _verdict = usable and _probe()
     return _verdict
 
