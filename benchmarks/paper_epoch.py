@@ -91,8 +91,9 @@ def main(argv=None):
         print(json.dumps(result, indent=1))
         return result
     cpu = result['config']['hardware']['cpu']
-    print(f"\n{options.dataset_code}: one epoch + validation, 2 blocks, sizes {options.sizes}, 2 x {options.feature_dim}-d "
-          f"features, --amp {options.amp}; {cpu['model']} (torch capability {cpu['torch_capability']}), "
+    print(f"\n{options.dataset_code}: one epoch + validation, 2 blocks, sizes {options.sizes}, "
+          f"2 x {options.feature_dim}-d features, --amp {options.amp}; {cpu['model']} "
+          f"(torch capability {cpu['torch_capability']}), "
           f"{torch.get_num_threads()} threads\n")
     print('| steps | s/step | epoch s | validation s (users) | end to end s |')
     print('|---|---|---|---|---|')

@@ -36,7 +36,7 @@ from benchmarks.report import print_table, summarise  # noqa: E402
 from benchmarks.synthetic import add_workload_options, beauty_like_model, beauty_like_splits  # noqa: E402
 from benchmarks.workloads import (fast_eval, fast_loss_and_grads, fast_step, make_trainer,  # noqa: E402
                                   reference_eval_batch, reference_loss_and_grads, reference_step)
-from model.fp32_matmul import fast_fp32_matmul, onednn_fp32_is_exact  # noqa: E402
+from model.fp32_matmul import onednn_fp32_is_exact  # noqa: E402
 from utils.cpu_probe import BF16_ENV, Bf16Verdict, bf16_verdict_set_to  # noqa: E402
 from utils.runtime import bf16_is_native  # noqa: E402
 
