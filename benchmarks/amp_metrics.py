@@ -2,8 +2,11 @@
 trained once per setting with the same seed, and the test metrics of the largest and smallest
 sizes are compared. Speed is measured by benchmarks/train_throughput.py; this is about metrics.
 
-    python -m benchmarks.amp_metrics                 # fp32 against bf16, a markdown table
-    python -m benchmarks.amp_metrics --compile       # adds a torch.compile run
+    python benchmarks/amp_metrics.py                 # fp32 against bf16, a markdown table
+    python benchmarks/amp_metrics.py --compile       # adds a torch.compile run
+
+Where bf16 is not native (utils/cpu_probe.py), --amp bf16 trains in fp32 and there is nothing to
+compare: the script stops with one line (FMRLREC_CPU_BF16=native compares emulated bf16, slowly).
 """
 import argparse
 import json
@@ -13,7 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # `python benchmarks/amp_metrics.py` runs from anywhere
+
+from utils.runtime import bf16_is_native  # noqa: E402  (after the path set-up)
 METRICS = ('NDCG@10', 'Recall@10', 'MRR@10')
 
 
@@ -36,6 +44,10 @@ def main(argv=None):
     parser.add_argument('--compile', action='store_true', help='also train with --compile')
     parser.add_argument('--json', action='store_true')
     args = parser.parse_args(argv)
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')  # train.py's --device auto
+    native, reason = bf16_is_native(device)
+    if not native:
+        raise SystemExit(f'bf16 is not native here: {reason}; --amp bf16 would train in fp32, nothing to compare')
     settings = {'fp32': [], 'bf16': ['--amp', 'bf16']}
     if args.compile:
         settings['fp32 compiled'] = ['--compile']

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploy.catalogue import Catalogue
-from deploy.export_format import build_export, export_bytes, load_export
-from deploy.recommender import Recommender
-from model import FMRLRec
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/recommend_speed.py` too
+
+from deploy.catalogue import Catalogue  # noqa: E402  (after the path set-up)
+from deploy.export_format import build_export, export_bytes, load_export  # noqa: E402
+from deploy.recommender import Recommender  # noqa: E402
+from model import FMRLRec  # noqa: E402
 
 
 def synthetic_export(num_items, size, num_blocks, max_len, seed=0):
