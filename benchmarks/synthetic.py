@@ -1,4 +1,4 @@
-"""Synthetic data of Beauty's shape (datasets/prepare.py's published table): the benchmark's workload, built in memory.
+"""Synthetic data of Beauty's shape (datasets/published_stats.py): the benchmark's workload, built in memory.
 
 Speed and memory depend only on the shapes (users, items, sequence lengths, feature widths), not on
 what the items are, so random sequences with Beauty's length distribution and random L2-normalised
@@ -10,11 +10,13 @@ import numpy as np
 import torch
 
 from datasets.p5 import split_examples
+from datasets.published_stats import PUBLISHED_STATS
 from model.fmrlrec import FMRLRec
+from utils.paper import PAPER_SIZES as PAPER_SIZE_LIST
 
-BEAUTY_USERS = 22363
-BEAUTY_ITEMS = 12101
-BEAUTY_MEAN_LENGTH = 8.88
+BEAUTY_USERS = PUBLISHED_STATS['beauty']['users']
+BEAUTY_ITEMS = PUBLISHED_STATS['beauty']['items']
+BEAUTY_MEAN_LENGTH = PUBLISHED_STATS['beauty']['avg_len']
 MIN_LENGTH = 5  # 5-core
 
 
@@ -51,7 +53,7 @@ def beauty_like_model(sizes, num_blocks=1, num_items=BEAUTY_ITEMS, feature_dim=1
     return FMRLRec(num_items, sizes, text, image, num_blocks=num_blocks, dropout=dropout, attn_dropout=dropout)
 
 
-PAPER_SIZES = '8,16,32,64,128,256,512,1024'
+PAPER_SIZES = ','.join(str(size) for size in PAPER_SIZE_LIST)  # as the --sizes option spells them
 
 
 def add_workload_options(parser):
