@@ -173,7 +173,8 @@ def report(options):
         raise SystemExit(f'error: no row has started under {out}/; run `python {__file__} run` first')
     by_popularity = {r['row']: ensure_popularity(out / r['row']) for r in results if r['finished']}
     parts = [dataset_markdown(code, results) for code in DATASETS if any(r['dataset'] == code for r in results)]
-    parts.append('Test NDCG@10 at every size (released protocol):\n\n' + sizes_markdown(results))
+    if any('released' in r for r in results):
+        parts.append('Test NDCG@10 at every size (released protocol):\n\n' + sizes_markdown(results))
     for code in DATASETS:
         rows = [r['row'] for r in results if r['dataset'] == code and r['row'] in by_popularity]
         if rows:
