@@ -104,6 +104,9 @@ def select(args):
         chosen = [m for m in chosen if m.name in names]
     if args.area:
         chosen = [m for m in chosen if m.area == args.area]
+        if not chosen:  # an empty selection would run the whole suite unmutated, and check nothing
+            areas = ', '.join(dict.fromkeys(m.area for m in MUTATIONS))
+            raise SystemExit(f'no mutation in area {args.area!r} (areas: {areas})')
     return chosen
 
 
