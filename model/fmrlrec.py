@@ -43,8 +43,9 @@ class LRUBlock(nn.Module):
         self.post_norm = MRLLayerNorm(sizes)
         self.feed_forward = FeedForward(sizes, bias=bias, dropout=dropout)
 
-    def forward(self, x, packed, select=None):
-        mixed = self.lru(self.input_norm(x), packed, select)
+    def forward(self, x, packed, select=None, lru_inputs=None):
+        """lru_inputs: the LRU's scan inputs of x's rows, when precomputed (FMRLRec.first_lru_inputs)."""
+        mixed = self.lru(self.input_norm(x) if lru_inputs is None else None, packed, select, lru_inputs)
         h = (x if select is None else x[select]) + mixed
         return h + self.feed_forward(self.post_norm(h))
 
@@ -160,34 +161,58 @@ class FMRLRec(nn.Module):
         Under autocast only the hidden states run in low precision: the score matmul is cheap for
         one position per user, and bf16 scores would tie many items (which ranking must not see).
         """
-        table = self.item_table() if item_table is None else item_table
-        hidden = self.hidden_states(tokens, table)
-        scores = hidden.new_empty(len(self.sizes), hidden.shape[0], table.shape[0], dtype=torch.float32)
-        with torch.autocast(hidden.device.type, enabled=False), fast_fp32_matmul(hidden.device):
-            self.size_logits(hidden.float(), table.float(), out=scores)
+        running = self.running_scores(tokens, item_table)
+        first = next(running)
+        scores = first.new_empty(len(self.sizes), *first.shape)
+        scores[0] = first
+        for index, size_scores in enumerate(running, start=1):
+            scores[index] = size_scores
         return scores
 
-    def hidden_states(self, tokens, item_table=None):
+    @torch.no_grad()
+    def running_scores(self, tokens, item_table=None, lru_inputs=None):
+        """The scores of `scores`, one size at a time, smallest first, as ONE fp32 (B, N + 1)
+        buffer that each next size updates in place (adding its chunk's product): use or copy it
+        before asking for the next size. Evaluation ranks each size straight from it, with no
+        (M, B, N + 1) tensor and no copy of the running sum per size. lru_inputs: from
+        `first_lru_inputs(item_table)`, once per pass (evaluation)."""
+        table = self.item_table() if item_table is None else item_table
+        hidden = self.hidden_states(tokens, table, lru_inputs)
+        buffer = None
+        for h_chunk, e_chunk in zip(hidden.split(self.widths, dim=-1), table.split(self.widths, dim=-1)):
+            # The context is entered per product: a generator must not leave it on in its caller.
+            with torch.autocast(hidden.device.type, enabled=False), fast_fp32_matmul(hidden.device):
+                h_chunk, e_chunk = h_chunk.float(), e_chunk.float()
+                buffer = h_chunk @ e_chunk.t() if buffer is None else buffer.addmm_(h_chunk, e_chunk.t())
+            yield buffer
+
+    def hidden_states(self, tokens, item_table=None, lru_inputs=None):
         """Hidden states (q, D), in row-major order: of the last position of (B, L) tokens, or of
-        a PackedBatch's query positions. item_table: as in `scores`."""
+        a PackedBatch's query positions. item_table, lru_inputs: as in `running_scores`."""
         packed = tokens if isinstance(tokens, PackedBatch) else pack_last_position(tokens)
         if item_table is None:
-            return self._hidden_states(packed, self.item_table(), own_table=True)
-        return self._hidden_states(packed, item_table, own_table=False)
+            return self._hidden_states(packed, self.item_table(), own_table=True, lru_inputs=lru_inputs)
+        return self._hidden_states(packed, item_table, own_table=False, lru_inputs=lru_inputs)
 
-    def size_logits(self, hidden, item_table, out=None):
-        """Logits of every size, [(q, N + 1)] * M, by a running sum over chunks; with `out`, an
-        (M, q, N + 1) tensor, they are written into it (no stacking copy; no autograd)."""
+    @torch.no_grad()
+    def first_lru_inputs(self, item_table):
+        """The first block's LRU scan inputs of every item, (N + 1, D) complex, from `item_table()`.
+        Out of training they depend on the item alone (the embedding dropout is off), so a pass
+        over many users computes them once instead of once per history position."""
+        if self.training:
+            raise RuntimeError('first_lru_inputs is for evaluation: in training the embedding dropout '
+                               'makes each position\'s inputs differ')
+        block = self.blocks[0]
+        return block.lru.scan_inputs(block.input_norm(item_table))
+
+    def size_logits(self, hidden, item_table):
+        """Logits of every size, [(q, N + 1)] * M, by a running sum over chunks (with autograd)."""
         logits, total = [], None
         # split, not slices: the gradient of a slice would materialise a full-size zero tensor.
         chunks = zip(hidden.split(self.widths, dim=-1), item_table.split(self.widths, dim=-1))
-        for index, (h_chunk, e_chunk) in enumerate(chunks):
+        for h_chunk, e_chunk in chunks:
             # addmm adds the previous size's logits inside the matmul: no extra pass over (q, N + 1).
-            if out is not None:
-                total = (torch.mm(h_chunk, e_chunk.t(), out=out[index]) if total is None
-                         else torch.addmm(total, h_chunk, e_chunk.t(), out=out[index]))
-            else:
-                total = h_chunk @ e_chunk.t() if total is None else torch.addmm(total, h_chunk, e_chunk.t())
+            total = h_chunk @ e_chunk.t() if total is None else torch.addmm(total, h_chunk, e_chunk.t())
             logits.append(total)
         return logits
 
@@ -208,12 +233,15 @@ class FMRLRec(nn.Module):
             return projected + F.embedding(tokens, self.id_embedding.weight) if self.is_hybrid else projected
         return F.embedding(tokens, table)
 
-    def _hidden_states(self, packed, table, own_table):
+    def _hidden_states(self, packed, table, own_table, lru_inputs=None):
         x = self.embed_dropout(self._embed(packed.tokens, table, own_table))
+        if lru_inputs is not None and self.training:
+            raise RuntimeError('precomputed LRU inputs are for evaluation (see first_lru_inputs)')
         last = len(self.blocks) - 1
         for index, block in enumerate(self.blocks):
+            inputs = lru_inputs[packed.tokens] if index == 0 and lru_inputs is not None else None
             # Only the query rows leave the last block: the rest fed its scan already.
-            x = block(x, packed, packed.query if index == last else None)
+            x = block(x, packed, packed.query if index == last else None, inputs)
         return x
 
     def _factored_loss(self, packed, labels):

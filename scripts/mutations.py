@@ -14,6 +14,7 @@ SPLIT = 'tests/test_split_wiring.py'
 LOOP = 'tests/test_training_loop.py'
 INIT = 'tests/test_init.py'
 FAST_EVAL = 'tests/test_fast_path.py::test_evaluation_scores_and_ranks_equal_the_reference'
+MASKED_COPY = 'tests/test_metrics.py::test_ranking_with_masked_items_taken_back_equals_ranking_a_masked_copy'
 METRICS = 'tests/test_metrics.py'
 PROTOCOL = f'{METRICS}::test_padding_item_is_never_ranked_and_history_mask_is_opt_in'
 EXPORT_SCORES = 'tests/test_export.py::test_every_size_scores_like_the_full_model'
@@ -146,7 +147,7 @@ MUTATIONS = [
              ('tests/test_model.py::test_complex_maps_match_complex_arithmetic',)),
     # ---- metrics (trainer/metrics.py, trainer/evaluate.py) -------------------------------------------
     Mutation('ties-rank-against-target', 'metrics', 'items tied with the target rank above it',
-             'trainer/metrics.py', '(scores > target_scores)', '(scores >= target_scores)',
+             'trainer/metrics.py', "above = torch.ge if ties == 'last' else torch.gt", 'above = torch.ge',
              (f'{METRICS}::test_ranks_count_strictly_higher_scores',)),
     Mutation('rank-k-not-a-hit', 'metrics', 'a target at rank exactly k does not count',
              'trainer/metrics.py', 'hit = ranks <= k', 'hit = ranks < k',
@@ -164,14 +165,30 @@ MUTATIONS = [
              (f'{METRICS}::test_metrics_are_means_over_users_per_size',)),
     # ---- evaluation (trainer/evaluate.py) -----------------------------------------------------------
     Mutation('padding-item-ranked', 'evaluation', 'the padding item competes with the target',
-             'trainer/evaluate.py', "scores[..., 0] = float('-inf')", 'pass', (PROTOCOL,)),
+             'trainer/evaluate.py', 'padding = torch.zeros(len(targets), 1, dtype=torch.long)',
+             'padding = torch.full((len(targets), 1), -1)', (PROTOCOL,)),
     Mutation('repeated-target-masked', 'evaluation', '--mask_history masks a target that is in the history',
-             'trainer/evaluate.py', 'scores.scatter_(2, target_index, keep)', 'pass', (PROTOCOL,)),
+             'trainer/evaluate.py', 'repeated | (items == targets.unsqueeze(1)) | (items <= 0)',
+             'repeated | (items <= 0)', (MASKED_COPY,)),
     Mutation('history-always-masked', 'evaluation', 'history items are masked without --mask_history',
-             'trainer/evaluate.py', 'if mask_history:', 'if True:', (PROTOCOL,)),
+             'trainer/evaluate.py', 'histories[users] if mask_history else None', 'histories[users]', (PROTOCOL,)),
     Mutation('ranks-in-batch-order', 'evaluation', 'ranks written in length-sorted order, not to their users',
-             'trainer/evaluate.py', 'ranks[:, _to_device(users, device)] =', 'ranks[:, start:start + len(users)] =',
+             'trainer/evaluate.py', 'where = _to_device(users, device)',
+             'where = torch.arange(start, start + len(users), device=device)',
              (FAST_EVAL,)),
+    Mutation('masked-items-not-taken-back', 'evaluation', 'masked items above the target still count',
+             'trainer/metrics.py', 'ranks -= counted.sum(dim=1, dtype=torch.int32).long()', 'pass', (MASKED_COPY,)),
+    Mutation('history-repeats-taken-back-twice', 'evaluation', 'an item twice in a history is taken back twice',
+             'trainer/evaluate.py', 'repeated[:, 1:] = items[:, 1:] == items[:, :-1]', 'pass', (MASKED_COPY,)),
+    Mutation('nan-at-masked-item-stops-ranking', 'evaluation', 'a NaN at a masked item makes the user unranked',
+             'trainer/metrics.py', 'if excluded is not None and not bool(finite.all()):', 'if False:',
+             ('tests/test_metrics.py::test_a_nan_at_a_masked_item_is_masked_and_one_elsewhere_stops_the_ranking',)),
+    Mutation('running-scores-not-a-running-sum', 'evaluation', 'evaluation scores size k with chunk k alone',
+             'model/fmrlrec.py', "buffer = h_chunk @ e_chunk.t() if buffer is None else buffer.addmm_(h_chunk, e_chunk.t())",
+             'buffer = h_chunk @ e_chunk.t()', (FAST_EVAL,)),
+    Mutation('lru-inputs-of-the-last-block', 'evaluation', 'per-item LRU inputs computed with the last block',
+             'model/fmrlrec.py', 'block = self.blocks[0]', 'block = self.blocks[-1]',
+             ('tests/test_fast_path.py::test_first_lru_inputs_per_item_give_the_hidden_states_per_position', FAST_EVAL)),
     # ---- slicing (model/slicing.py) ----------------------------------------------------------------
     Mutation('slice-takes-trailing-blocks', 'slicing', 'the size-s model gets the last blocks of each tensor',
              'model/slicing.py', 'tensor[tuple(slice(0, n) for n in shape)]',

@@ -139,6 +139,18 @@ def test_evaluation_scores_and_ranks_equal_the_reference(sizes, num_blocks, fuse
 
 
 @pytest.mark.parametrize('num_blocks', [1, 2])
+def test_first_lru_inputs_per_item_give_the_hidden_states_per_position(num_blocks):
+    model = make_model([4, 8, 16], num_blocks, None).eval()
+    tokens, _ = training_batch(seed=6)
+    table = model.item_table().detach()
+    per_item = model.hidden_states(tokens, table, model.first_lru_inputs(table))
+    assert torch.allclose(per_item, model.hidden_states(tokens, table), rtol=1e-5, atol=1e-6)
+    model.train()  # the embedding dropout would make each position's inputs differ
+    with pytest.raises(RuntimeError, match='for evaluation'):
+        model.first_lru_inputs(table)
+
+
+@pytest.mark.parametrize('num_blocks', [1, 2])
 def test_bf16_autocast_stays_close_to_the_fp32_reference(num_blocks):
     sizes = [4, 8, 16]
     model = make_model(sizes, num_blocks, None)

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from trainer.evaluate import evaluate, metrics_from_ranks
-from trainer.metrics import metric_sums, ndcg_at, target_ranks
+from trainer.evaluate import evaluate, evaluate_ranks, metrics_from_ranks
+from trainer.metrics import UNRANKED, metric_sums, ndcg_at, target_ranks
 
 
 def test_ranks_count_strictly_higher_scores():
@@ -78,9 +78,12 @@ class FixedScores(torch.nn.Module):
     def item_table(self):
         return None
 
-    def scores(self, packed, table):
+    def first_lru_inputs(self, table):
+        return None
+
+    def running_scores(self, packed, table, lru_inputs):
         users = packed.tokens[packed.query] - 1  # the input token encodes the user here
-        return self.fixed[:, users].clone()
+        yield from self.fixed[:, users].clone()
 
 
 def test_padding_item_is_never_ranked_and_history_mask_is_opt_in():
@@ -96,3 +99,49 @@ def test_padding_item_is_never_ranked_and_history_mask_is_opt_in():
     masked = evaluate(model, examples, [4], [1, 2], mask_history=True, progress=False)[4]
     # user 1: item 2 masked -> target 3 ranks first; user 2: item 1 masked, target kept -> rank 2
     assert masked['Recall@1'] == 0.5 and masked['Recall@2'] == 1.0
+
+
+def masked_copy_ranks(scores, targets, histories, mask_history, ties):
+    """The oracle: write -inf over the masked items of a copy (target kept), then rank the copy."""
+    copy = scores.clone()
+    for size_scores in copy:
+        keep = size_scores.gather(1, targets.unsqueeze(1))
+        if mask_history:
+            size_scores.scatter_(1, histories, float('-inf'))
+            size_scores.scatter_(1, targets.unsqueeze(1), keep)
+        size_scores[:, 0] = float('-inf')
+    return torch.stack([target_ranks(size_scores, targets, ties) for size_scores in copy])
+
+
+@pytest.mark.parametrize('ties', ['first', 'last'])
+@pytest.mark.parametrize('mask_history', [False, True])
+def test_ranking_with_masked_items_taken_back_equals_ranking_a_masked_copy(mask_history, ties):
+    # Scores on a coarse grid (many ties, the padding item among the highest), histories with
+    # repeated items, zero padding and, for some users, their own target.
+    generator = torch.Generator().manual_seed(3)
+    sizes, users, items = 2, 40, 30
+    scores = torch.randint(0, 6, (sizes, users, items + 1), generator=generator).float()
+    targets = torch.randint(1, items + 1, (users,), generator=generator)
+    histories = torch.randint(1, 8, (users, 9), generator=generator)
+    histories[::3, :2] = 0
+    histories[::4, -1] = targets[::4]
+    inputs = torch.stack([torch.zeros(users, dtype=torch.long), torch.arange(1, users + 1)], dim=1)
+    ranks = evaluate_ranks(FixedScores(scores), inputs, targets, histories, sizes, batch_size=7,
+                           mask_history=mask_history, progress=False, ties=ties)
+    assert torch.equal(ranks, masked_copy_ranks(scores, targets, histories, mask_history, ties))
+
+
+def test_a_nan_at_a_masked_item_is_masked_and_one_elsewhere_stops_the_ranking():
+    scores = torch.tensor([[[float('nan'), 1.0, 5.0, float('nan'), 3.0]]])  # one size, one user
+    model = FixedScores(scores)
+    inputs, targets, histories = torch.tensor([[0, 1]]), torch.tensor([4]), torch.tensor([[3, 3]])
+    masked = evaluate_ranks(model, inputs, targets, histories, 1, mask_history=True, progress=False)
+    assert masked.tolist() == [[2]]  # item 3 (NaN) masked, item 0 (NaN) is padding: only item 2 beats 3.0
+    plain = evaluate_ranks(model, inputs, targets, histories, 1, progress=False)
+    assert plain.tolist() == [[UNRANKED]]
+
+
+def test_a_padding_target_is_refused_in_one_line():
+    with pytest.raises(ValueError, match='targets must be item ids >= 1'):
+        evaluate_ranks(FixedScores(torch.zeros(1, 1, 3)), torch.tensor([[0, 1]]), torch.tensor([0]),
+                       torch.zeros(1, 1, dtype=torch.long), 1, progress=False)

@@ -199,13 +199,12 @@ def test_missing_metadata_is_a_warning_not_an_error(demo_root, tmp_path, capsys)
 
 
 def test_nan_validation_scores_stop_training_naming_the_size(demo_root, tmp_path, monkeypatch):
-    real_scores = FMRLRec.scores
+    real_scores = FMRLRec.running_scores
 
     def scores_nan_at_the_largest_size(self, *args, **kwargs):
-        scores = real_scores(self, *args, **kwargs)
-        scores[-1] = float('nan')
-        return scores
-    monkeypatch.setattr(FMRLRec, 'scores', scores_nan_at_the_largest_size)
+        for index, scores in enumerate(real_scores(self, *args, **kwargs)):
+            yield scores.fill_(float('nan')) if index == len(self.sizes) - 1 else scores
+    monkeypatch.setattr(FMRLRec, 'running_scores', scores_nan_at_the_largest_size)
     message, status = stopped('--num_epochs', '1', data_root=demo_root, run=tmp_path / 'run')
     assert message.startswith('Stopped: validating epoch 1: the scores are NaN or infinite at size 16 (1200 of 1200 '
                               'users). No epoch had completed, so there is no checkpoint.') and status == 1

@@ -24,6 +24,8 @@ def evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size=64, 
                    mask_history=False, amp='none', progress=True, description='eval', ties='first'):
     """(M, U) 1-based rank of each user's target for every size, computed on `device`; `ties`:
     trainer/metrics.target_ranks."""
+    if len(targets) and int(targets.min()) < 1:
+        raise ValueError('evaluation targets must be item ids >= 1 (0 is the padding item)')
     with torch.no_grad():
         return _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, torch.device(device),
                                mask_history, amp, progress, description, ties)
@@ -36,8 +38,9 @@ def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, de
     ranks = torch.empty(num_sizes, len(inputs), dtype=torch.long, device=device)
     with autocast(device, amp):
         table = model.item_table()
-    if torch.is_tensor(table):
-        table = table.float()  # once per pass; the scores are fp32 (a no-op without amp)
+        if torch.is_tensor(table):
+            table = table.float()  # once per pass; the scores are fp32 (a no-op without amp)
+        lru_inputs = model.first_lru_inputs(table)  # once per pass, not once per history position
     # Users in order of history length: a batch's scan spans its longest history, so batches of
     # alike lengths compute far fewer positions. Each user's rank does not depend on the batch.
     order = torch.argsort((inputs > 0).sum(dim=1), stable=True)
@@ -48,19 +51,27 @@ def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, de
             packed = packed.pin_memory()
         packed = packed.to(device, non_blocking=True)
         batch_targets = _to_device(targets[users], device)
+        excluded = _to_device(excluded_items(histories[users] if mask_history else None, targets[users]), device)
+        where = _to_device(users, device)
         with autocast(device, amp):
-            scores = model.scores(packed, table).float()  # (M, B, N + 1)
-        target_index = batch_targets.view(1, -1, 1).expand(num_sizes, -1, 1)
-        if mask_history:
-            history = _to_device(histories[users], device)
-            keep = scores.gather(2, target_index)
-            scores.scatter_(2, history.unsqueeze(0).expand(num_sizes, -1, -1), float('-inf'))
-            scores.scatter_(2, target_index, keep)  # a repeated target stays rankable
-        scores[..., 0] = float('-inf')  # the padding item is never recommended
-        ranks[:, _to_device(users, device)] = target_ranks(scores.reshape(num_sizes * len(users), -1),
-                                                           batch_targets.repeat(num_sizes), ties).view(num_sizes, -1)
+            for index, size_scores in enumerate(model.running_scores(packed, table, lru_inputs)):  # fp32 (B, N + 1)
+                ranks[index, where] = target_ranks(size_scores, batch_targets, ties, excluded)
     model.train(was_training)
     return ranks
+
+
+def excluded_items(histories, targets):
+    """(B, X) items each user's target is ranked as if they scored -inf (trainer/metrics.target_ranks):
+    the padding item 0 and, given the (B, H) zero-padded histories, each other history item once;
+    -1 marks unused entries. A repeated target stays rankable (the released protocol's behaviour)."""
+    padding = torch.zeros(len(targets), 1, dtype=torch.long)
+    if histories is None:
+        return padding
+    items = histories.sort(dim=1).values
+    repeated = torch.zeros_like(items, dtype=torch.bool)
+    repeated[:, 1:] = items[:, 1:] == items[:, :-1]
+    items = items.masked_fill(repeated | (items == targets.unsqueeze(1)) | (items <= 0), -1)
+    return torch.cat([padding, items], dim=1)
 
 
 def metrics_from_ranks(ranks, sizes, ks):

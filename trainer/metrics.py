@@ -20,7 +20,7 @@ class NonFiniteScoresError(ValueError):
         super().__init__(f'the scores are NaN or infinite at size{"s" if len(users_by_size) > 1 else ""} {where}')
 
 
-def target_ranks(scores, targets, ties='first'):
+def target_ranks(scores, targets, ties='first', excluded=None):
     """1-based rank of each target among all items: 1 + number of items scored strictly higher.
 
     Ranks by counting instead of sorting (ties count in the target's favour, as a stable sort
@@ -28,17 +28,32 @@ def target_ranks(scores, targets, ties='first'):
     scored exactly like it (1 + number of other items scored at least as high). A row holding NaN
     or +inf, or whose target scores -inf, gets UNRANKED (0): NaN never compares higher, so counting
     alone would rank its target first. -inf elsewhere is a masked item (padding, history) and is fine.
+
+    excluded: (R, X) item indices per row to rank as if they scored -inf (padding, history),
+    without writing to `scores`; -1 marks unused entries, and an index appears once per row and
+    never as the row's target (trainer/evaluate.excluded_items builds them).
     """
     if ties not in TIE_RULES:
         raise ValueError(f"ties must be one of {', '.join(TIE_RULES)}, not {ties!r}")
     target_scores = scores.gather(1, targets.unsqueeze(1))
     # Counting in int32 is ~4x faster than the default int64 sum of a bool tensor (same counts).
-    if ties == 'last':  # the target itself is among those >= its score: no + 1
-        ranks = (scores >= target_scores).sum(dim=1, dtype=torch.int32).long()
-    else:
-        ranks = (scores > target_scores).sum(dim=1, dtype=torch.int32).long() + 1
+    # With ties='last' the target itself is among those >= its score: no + 1.
+    above = torch.ge if ties == 'last' else torch.gt
+    ranks = above(scores, target_scores).sum(dim=1, dtype=torch.int32).long() + (ties == 'first')
+    if excluded is not None:  # a masked item is never above the target: take back those counted
+        in_use = excluded >= 0
+        counted = above(scores.gather(1, excluded.clamp(min=0)), target_scores) & in_use
+        ranks -= counted.sum(dim=1, dtype=torch.int32).long()
     # amax propagates NaN and costs a fifth of the count: the check is nearly free.
     finite = torch.isfinite(scores.amax(dim=1)) & torch.isfinite(target_scores.squeeze(1))
+    if excluded is not None and not bool(finite.all()):
+        # A non-finite score may sit at a masked item, where it would not count: rank those rows
+        # (rare: a broken model) from a masked copy.
+        rows = (~finite).nonzero().squeeze(1)
+        hits = torch.zeros(len(rows), scores.shape[1], dtype=torch.int32, device=scores.device)
+        hits.scatter_add_(1, excluded[rows].clamp(min=0), in_use[rows].int())
+        ranks[rows] = target_ranks(scores[rows].masked_fill(hits > 0, float('-inf')), targets[rows], ties)
+        return ranks
     return torch.where(finite, ranks, torch.full_like(ranks, UNRANKED))
 
 
