@@ -18,6 +18,8 @@ from model.mrl import MRLLayerNorm, MRLLinear, chunk_widths
 from model.nested_loss import nested_cross_entropy, projected_chunk_count
 from model.packing import PackedBatch, pack_batch, pack_last_position
 
+LRU_INPUT_ROWS = 4096  # rows of the item table per slice in `first_lru_inputs`
+
 
 class FeedForward(nn.Module):
     """w2(SiLU(gate(x)) * dropout(w1(x))), then dropout; all three maps nested."""
@@ -202,8 +204,14 @@ class FMRLRec(nn.Module):
         if self.training:
             raise RuntimeError('first_lru_inputs is for evaluation: in training the embedding dropout '
                                'makes each position\'s inputs differ')
-        block = self.blocks[0]
-        return block.lru.scan_inputs(block.input_norm(item_table))
+        block, inputs = self.blocks[0], None
+        # In slices of rows: the table's normalised and projected copies never exist whole.
+        for start, rows in zip(range(0, len(item_table), LRU_INPUT_ROWS), item_table.split(LRU_INPUT_ROWS)):
+            part = block.lru.scan_inputs(block.input_norm(rows))
+            if inputs is None:
+                inputs = part.new_empty(len(item_table), part.shape[1])
+            inputs[start:start + len(rows)] = part
+        return inputs
 
     def size_logits(self, hidden, item_table):
         """Logits of every size, [(q, N + 1)] * M, by a running sum over chunks (with autograd)."""

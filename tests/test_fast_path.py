@@ -3,7 +3,7 @@ by counting) against the plain reference computation of model/reference.py."""
 import pytest
 import torch
 
-from model import FMRLRec, pack_batch
+from model import FMRLRec, fmrlrec, pack_batch
 from model.fp32_matmul import fast_fp32_matmul
 from model.lru import parallel_scan, sequential_scan
 from model.mrl import chunk_widths
@@ -139,12 +139,15 @@ def test_evaluation_scores_and_ranks_equal_the_reference(sizes, num_blocks, fuse
 
 
 @pytest.mark.parametrize('num_blocks', [1, 2])
-def test_first_lru_inputs_per_item_give_the_hidden_states_per_position(num_blocks):
+def test_first_lru_inputs_per_item_give_the_hidden_states_per_position(num_blocks, monkeypatch):
     model = make_model([4, 8, 16], num_blocks, None).eval()
     tokens, _ = training_batch(seed=6)
     table = model.item_table().detach()
     per_item = model.hidden_states(tokens, table, model.first_lru_inputs(table))
     assert torch.allclose(per_item, model.hidden_states(tokens, table), rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(fmrlrec, 'LRU_INPUT_ROWS', 7)  # 41 rows in slices of 7, the last one short
+    assert torch.allclose(model.hidden_states(tokens, table, model.first_lru_inputs(table)), per_item,
+                          rtol=1e-5, atol=1e-6)
     model.train()  # the embedding dropout would make each position's inputs differ
     with pytest.raises(RuntimeError, match='for evaluation'):
         model.first_lru_inputs(table)
