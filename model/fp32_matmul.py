@@ -26,6 +26,7 @@ _PROBE_SHAPES = ((256, 1024, 512), (64, 8, 2048), (64, 2048, 8))  # square-ish, 
 SPEED_PROBE_SHAPES = ((256, 512, 1024), (256, 8, 4096), (256, 4096, 8), (1024, 1024, 256))
 _verdict = None
 _speed = None
+_pinned = None  # the speed decision of an earlier process of the same run (model/cpu_routes.py)
 
 
 def _probe():
@@ -94,7 +95,22 @@ def use_onednn_fp32():
     """oneDNN for fp32 products where it stays exact, unless it measured clearly slower than the
     default library (utils/cpu_probe.clearly_slower): oneDNN was 2-10x faster on the step's
     products on Zen 4 and level with MKL on Intel AVX-512 and on AVX2 (benchmarks/README.md)."""
-    return onednn_fp32_is_exact() and not clearly_slower(onednn_fp32_speed().ratio)
+    if not onednn_fp32_is_exact():
+        return False
+    return _pinned if _pinned is not None else not clearly_slower(onednn_fp32_speed().ratio)
+
+
+def decided_route():
+    """use_onednn_fp32() if this process has decided it already, else None (nothing is probed)."""
+    if _verdict is None or (_verdict and _speed is None and _pinned is None):
+        return None
+    return use_onednn_fp32()
+
+
+def pin_route(use_onednn):
+    """Decide the speed question as an earlier process did (exactness is still probed here)."""
+    global _pinned
+    _pinned = bool(use_onednn)
 
 
 @contextlib.contextmanager

@@ -159,6 +159,16 @@ def fused_is_faster_on_cpu(sizes, dtype):
     return _fused_verdicts[key]
 
 
+def decided_routes():
+    """{(sizes, dtype): fused} for every layer shape probed (or pinned) in this process."""
+    return dict(_fused_verdicts)
+
+
+def pin_routes(verdicts):
+    """Take the decisions of an earlier process of the same run (model/cpu_routes.py)."""
+    _fused_verdicts.update(verdicts)
+
+
 class MRLLayerNorm(nn.Module):
     """A separate LayerNorm (with its own affine) over each chunk; the whole vector is never normalised."""
 

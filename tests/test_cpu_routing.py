@@ -243,3 +243,29 @@ def test_the_benchmark_runs_as_a_script_from_anywhere(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert '--no-bf16' in done.stdout and 'usage:' in done.stdout
 
+
+
+# ---- a resumed run takes the routes its first process took ---------------------------------------
+def test_routes_taken_in_one_process_are_pinned_in_the_next_on_the_same_cpu(monkeypatch):
+    from model import cpu_routes
+    monkeypatch.setattr(fp32_matmul, '_verdict', True)  # exact here
+    monkeypatch.setattr(fp32_matmul, '_pinned', None)
+    monkeypatch.setattr(mrl, '_fused_verdicts', {})
+    monkeypatch.setattr(fp32_matmul, '_speed', None)
+    assert cpu_routes.taken()['onednn_fp32'] is None  # undecided: reporting probes nothing
+    monkeypatch.setattr(fp32_matmul, '_speed', Comparison(0.9, 0.009, 0.01))  # the first process: level
+    mrl.pin_routes({((8, 256), torch.float32): True})
+    saved = json.loads(json.dumps(cpu_routes.taken()))  # as a checkpoint carries it
+    assert saved['onednn_fp32'] is True and saved['mrl_fused'] == [[[8, 256], 'float32', True]]
+    # The next process: its own probe would find oneDNN clearly slower (a busy machine), and the
+    # fused layer is not decided yet; the pinned routes win.
+    monkeypatch.setattr(fp32_matmul, '_speed', Comparison(2.0, 0.02, 0.01))
+    monkeypatch.setattr(mrl, '_fused_verdicts', {})
+    assert fp32_matmul.use_onednn_fp32() is False
+    assert cpu_routes.pin(saved) is True
+    assert fp32_matmul.use_onednn_fp32() is True and mrl.fused_is_faster_on_cpu((8, 256), torch.float32) is True
+    monkeypatch.setattr(fp32_matmul, '_verdict', False)  # oneDNN not exact in this process: never taken
+    assert fp32_matmul.use_onednn_fp32() is False
+    monkeypatch.setattr(fp32_matmul, '_pinned', None)
+    assert cpu_routes.pin({**saved, 'cpu_model': 'another CPU (AVX2)'}) is False
+    assert fp32_matmul._pinned is None  # nothing pinned from another CPU

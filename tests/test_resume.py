@@ -92,6 +92,8 @@ def test_the_resumed_run_ends_exactly_like_the_uninterrupted_one(runs):
     for index, state in recent_ref['optimizer_state_dict']['state'].items():
         assert torch.equal(recent['optimizer_state_dict']['state'][index]['exp_avg_sq'], state['exp_avg_sq'])
     assert torch.equal(recent['rng_states']['torch'], recent_ref['rng_states']['torch'])
+    # the product routes of the first process, which each resumed one took (model/cpu_routes.py)
+    assert recent['cpu_routes'] == recent_ref['cpu_routes'] and recent_ref['cpu_routes']['onednn_fp32'] in (True, False)
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from model import cpu_routes
 from model.packing import pack_batch
 from trainer.distributed import SINGLE_PROCESS, local_share, sharded_evaluate
 from trainer.loggers import MetricLoggers
@@ -156,6 +157,7 @@ class Trainer:
             'best_value': self.best_value, 'best_epoch': self.best_epoch, 'bad_epochs': self.bad_epochs,
             'rng_states': rng_states(self.device), 'rng_states_by_rank': self.rng_states_by_rank,
             'world_size': self.group.world_size, 'config': self.config_dict,
+            'cpu_routes': cpu_routes.taken() if self.device.type == 'cpu' else None,
         }
 
     def save(self, name):
@@ -179,6 +181,15 @@ class Trainer:
         self.bad_epochs = checkpoint['bad_epochs']
         self.saved_epoch = self.epoch
         self.restore_rank_rng_states(checkpoint)
+        self.pin_cpu_routes(checkpoint.get('cpu_routes'))
+
+    def pin_cpu_routes(self, routes):
+        """The CPU routes the run took before (model/cpu_routes.py), so that it rounds alike."""
+        if self.device.type != 'cpu' or not routes:
+            return
+        if not cpu_routes.pin(routes) and self.is_main:
+            print(f'resuming: the run was trained on another CPU ({routes["cpu_model"]}): the product routes '
+                  f'are probed afresh here, so the run continues correctly, not bit for bit')
 
     def restore_rank_rng_states(self, checkpoint):
         """This rank's RNG states. A run resumed with another number of processes continues with
