@@ -108,9 +108,10 @@ def decided_route():
 
 
 def pin_route(use_onednn):
-    """Decide the speed question as an earlier process did (exactness is still probed here)."""
+    """Decide the speed question as an earlier process did (exactness is still probed here);
+    None unpins it."""
     global _pinned
-    _pinned = bool(use_onednn)
+    _pinned = None if use_onednn is None else bool(use_onednn)
 
 
 @contextlib.contextmanager

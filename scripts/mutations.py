@@ -187,7 +187,7 @@ MUTATIONS = [
              'model/fmrlrec.py', "buffer = h_chunk @ e_chunk.t() if buffer is None else buffer.addmm_(h_chunk, e_chunk.t())",
              'buffer = h_chunk @ e_chunk.t()', (FAST_EVAL,)),
     Mutation('lru-inputs-of-the-last-block', 'evaluation', 'per-item LRU inputs computed with the last block',
-             'model/fmrlrec.py', 'block = self.blocks[0]', 'block = self.blocks[-1]',
+             'model/fmrlrec.py', 'block, inputs = self.blocks[0], None', 'block, inputs = self.blocks[-1], None',
              ('tests/test_fast_path.py::test_first_lru_inputs_per_item_give_the_hidden_states_per_position', FAST_EVAL)),
     # ---- slicing (model/slicing.py) ----------------------------------------------------------------
     Mutation('slice-takes-trailing-blocks', 'slicing', 'the size-s model gets the last blocks of each tensor',

@@ -21,3 +21,12 @@ def demo_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('data')
     generate(root / 'demo', seed=0)
     return root
+
+
+@pytest.fixture(autouse=True)
+def no_pinned_cpu_route_leaks():
+    """A run resumed in-process pins its checkpoint's CPU route for the rest of the process
+    (model/cpu_routes.py): right for train.py, a leak between tests. Each test ends unpinned."""
+    yield
+    from model import fp32_matmul
+    fp32_matmul.pin_route(None)
