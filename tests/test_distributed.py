@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eval as eval_script
+from model import fp32_matmul
 from tests.conftest import ROOT
 from trainer.distributed import ProcessGroup, assemble_shards, local_share, shard_indices
 
@@ -29,7 +30,9 @@ LOSS_TOLERANCE = 1e-5  # relative, per epoch
 
 
 def launch(argv, processes, fault=None):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+    # One fp32 product library in every process: the oneDNN route is probed per process, and on a
+    # busy machine two processes can choose differently (docs/resume.md, Determinism).
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', fp32_matmul.DISABLE_ENV: '1'}
     env.pop('FMRLREC_FAULT', None)
     if fault:
         env['FMRLREC_FAULT'] = fault
@@ -73,8 +76,9 @@ def test_two_processes_train_like_one_with_the_same_global_batch(runs):
             assert abs(metrics_two[size][name] - value) <= METRIC_TOLERANCE, (size, name)
 
 
-def test_sharded_test_evaluation_equals_one_process_exactly(runs):
+def test_sharded_test_evaluation_equals_one_process_exactly(runs, monkeypatch):
     _, double = runs
+    monkeypatch.setattr(fp32_matmul, 'use_onednn_fp32', lambda: False)  # as in the workers
     sharded = json.loads((double / 'test_mrl_metrics.json').read_text())
     sharded_by_popularity = json.loads((double / 'test_mrl_metrics_by_popularity.json').read_text())
     threads = torch.get_num_threads()
