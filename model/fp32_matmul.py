@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from utils.cpu_probe import bare, clearly_slower, compare
+from utils.cpu_probe import bare, clearly_slower, compare, settled
 
 DISABLE_ENV = 'FMRLREC_NO_ONEDNN_FP32'  # set to 1 to keep every fp32 product on the default library
 _PROBE_SHAPES = ((256, 1024, 512), (64, 8, 2048), (64, 2048, 8))  # square-ish, K = 8, N = 8
@@ -87,7 +87,7 @@ def onednn_fp32_speed():
     """The library probe's Comparison (measured once per process, where oneDNN is exact)."""
     global _speed
     if _speed is None:
-        _speed = measure_library_speed()
+        _speed = settled(measure_library_speed, lambda comparison: clearly_slower(comparison.ratio))
     return _speed
 
 

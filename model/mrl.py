@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.cpu_probe import bare, clearly_slower, compare
+from utils.cpu_probe import bare, clearly_slower, compare, settled
 
 # Below this width the choice costs microseconds either way: the measured defaults, no probe.
 MIN_PROBED_WIDTH = 256
@@ -151,11 +151,11 @@ def fused_is_faster_on_cpu(sizes, dtype):
     default (fused under bf16, per chunk in fp32) unless it measured clearly slower than the other."""
     key = (tuple(sizes), dtype)
     if key not in _fused_verdicts:
-        ratio = measure_fused_against_chunked(sizes, dtype).ratio  # fused time / per-chunk time
-        if dtype == torch.float32:
-            _fused_verdicts[key] = clearly_slower(1 / ratio)
-        else:
-            _fused_verdicts[key] = not clearly_slower(ratio)
+        # ratio: fused time / per-chunk time; the default is per chunk in fp32, fused under autocast
+        leaves = ((lambda c: clearly_slower(1 / c.ratio)) if dtype == torch.float32
+                  else (lambda c: clearly_slower(c.ratio)))
+        left = leaves(settled(lambda: measure_fused_against_chunked(sizes, dtype), leaves))
+        _fused_verdicts[key] = left if dtype == torch.float32 else not left
     return _fused_verdicts[key]
 
 

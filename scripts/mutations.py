@@ -145,6 +145,9 @@ MUTATIONS = [
     Mutation('complex-output-sign-chunked', 'model', 'the same, in the per-chunk product (fp32 on the CPU)',
              'model/mrl.py', 'w_im.t(), alpha=-1)', 'w_im.t(), alpha=1)',
              ('tests/test_model.py::test_complex_maps_match_complex_arithmetic',)),
+    Mutation('probe-leaves-on-one-burst', 'model', 'one slow measurement is enough to leave a CPU route',
+             'utils/cpu_probe.py', 'return first if leaves(second) else second', 'return first',
+             ('tests/test_cpu_routing.py::test_a_route_is_left_only_when_a_second_measurement_agrees',)),
     # ---- metrics (trainer/metrics.py, trainer/evaluate.py) -------------------------------------------
     Mutation('ties-rank-against-target', 'metrics', 'items tied with the target rank above it',
              'trainer/metrics.py', "above = torch.ge if ties == 'last' else torch.gt", 'above = torch.ge',

@@ -145,9 +145,19 @@ def test_onednn_route_needs_exactness_and_no_clear_loss(onednn_probe, exact, rat
     assert fp32_matmul.use_onednn_fp32() is routed
     assert precision_inside_fast_block() == ('bf16' if routed else precision)
     assert torch.backends.mkldnn.matmul.fp32_precision == precision
-    assert calls == ([1] if exact else [])  # measured once, and only where exact
+    # measured only where exact, and a second time only to confirm leaving the route; never again
+    assert calls == ([] if not exact else [1] if routed else [1, 1])
     fp32_matmul.use_onednn_fp32()
-    assert len(calls) <= 1
+    assert len(calls) <= 2
+
+
+def test_a_route_is_left_only_when_a_second_measurement_agrees(onednn_probe, monkeypatch):
+    onednn_probe(True, 1.0)
+    burst = iter([Comparison(2.0, 0.02, 0.01), Comparison(1.05, 0.0105, 0.01)])  # a neighbour's burst, then level
+    monkeypatch.setattr(fp32_matmul, 'measure_library_speed', lambda: next(burst))
+    assert fp32_matmul.use_onednn_fp32() is True and fp32_matmul.onednn_fp32_speed().ratio == 1.05
+    slow = iter([Comparison(2.0, 0.02, 0.01), Comparison(1.6, 0.016, 0.01)])
+    assert cpu_probe.settled(lambda: next(slow), lambda c: c.ratio > 1.25).ratio == 2.0  # both agree: left
 
 
 def test_the_library_probe_measures_real_products_quickly():
@@ -183,7 +193,10 @@ def test_mrl_route_follows_the_probe_with_the_defaults_when_level(mrl_probe, rat
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert layer.use_fused(x) is bf16_fused
     layer.use_fused(x)
-    assert calls == [((128, 256), torch.float32), ((128, 256), torch.bfloat16)]  # once per (sizes, dtype)
+    # once per (sizes, dtype), twice where the default route is left (the second to confirm)
+    fp32_calls = 2 if fp32_fused else 1
+    bf16_calls = 1 if bf16_fused else 2
+    assert calls == [((128, 256), torch.float32)] * fp32_calls + [((128, 256), torch.bfloat16)] * bf16_calls
     layer.fused = not fp32_fused  # an explicit choice wins
     assert layer.use_fused(x) is (not fp32_fused)
 

@@ -128,6 +128,18 @@ def clearly_slower(ratio):
     return ratio > SWITCH_MARGIN
 
 
+def settled(measure, leaves):
+    """`measure()`'s Comparison, measured once more when it would leave the default route
+    (`leaves(comparison)`): the route is left only when both measurements say so. On a busy
+    machine a neighbour's burst made one process of a pair leave a route the other kept (the two
+    then rounded differently); two bursts in a row are much rarer than one."""
+    first = measure()
+    if not leaves(first):
+        return first
+    second = measure()
+    return first if leaves(second) else second
+
+
 def measure_bf16_rates():
     """(bf16, fp32) GFLOP/s of one mid-sized product each (the best tries), and the median ratio of
     their times, on one thread."""
