@@ -205,9 +205,11 @@ class FMRLRec(nn.Module):
             raise RuntimeError('first_lru_inputs is for evaluation: in training the embedding dropout '
                                'makes each position\'s inputs differ')
         block, inputs = self.blocks[0], None
-        # In slices of rows: the table's normalised and projected copies never exist whole.
-        for start, rows in zip(range(0, len(item_table), LRU_INPUT_ROWS), item_table.split(LRU_INPUT_ROWS)):
-            part = block.lru.scan_inputs(block.input_norm(rows))
+        # The projection in slices of rows: its (N + 1, 2D) output never exists whole beside the
+        # result. The norm runs once (a module called once per pass, as memory trackers expect).
+        normed = block.input_norm(item_table)
+        for start, rows in zip(range(0, len(normed), LRU_INPUT_ROWS), normed.split(LRU_INPUT_ROWS)):
+            part = block.lru.scan_inputs(rows)
             if inputs is None:
                 inputs = part.new_empty(len(item_table), part.shape[1])
             inputs[start:start + len(rows)] = part

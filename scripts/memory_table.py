@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datasets.p5 import load_p5, split_examples  # noqa: E402  (after the path set-up above)
 from datasets.published_stats import PUBLISHED_STATS  # noqa: E402
 from model.fmrlrec import FMRLRec  # noqa: E402
-from model.packing import pack_batch, pack_last_position  # noqa: E402
+from model.packing import pack_batch  # noqa: E402
+from trainer.evaluate import evaluate_ranks  # noqa: E402
 from trainer.optim import build_optimizer  # noqa: E402
 from utils.paper import PAPER_FEATURE_WIDTH, PAPER_NUM_BLOCKS, PAPER_SIZES  # noqa: E402
 from utils.runtime import autocast  # noqa: E402
@@ -88,14 +89,13 @@ def measure(code, device, amp, batch_size, eval_batch_size, blocks, data_root=No
     result['train_typical_mib'] = peak_mib(lambda: step(torch.arange(batch_size, 2 * batch_size)), device,
                                            (model, optimizer))
     result['train_worst_mib'] = peak_mib(lambda: step(longest[:batch_size]), device, (model, optimizer))
-    _, inputs, _, _ = splits['val']
+    _, inputs, targets, histories = splits['val']
     model.eval()
 
-    @torch.no_grad()
-    def evaluate_batch():
-        with autocast(device, amp):
-            table = model.item_table()
-            model.scores(pack_last_position(inputs[:eval_batch_size]).to(device), table).float()
+    def evaluate_batch():  # the evaluator itself, on one batch: item table, LRU inputs, scores, ranks
+        users = slice(0, eval_batch_size)
+        evaluate_ranks(model, inputs[users], targets[users], histories[users], len(model.sizes), eval_batch_size,
+                       device, amp=amp, progress=False)
     result['eval_mib'] = peak_mib(evaluate_batch, device, (model,))
     return result
 
