@@ -112,7 +112,8 @@ def ensure_popularity(folder):
 def popularity_markdown(rows, by_popularity):
     """Test NDCG@10 and Recall@10 at the largest size per popularity bucket, one line per row
     (rows without a report are left out; so are buckets without users)."""
-    any_report = next(iter(by_popularity.values()))
+    # The header's user counts are those of these rows' dataset, not of whichever report came first.
+    any_report = next(by_popularity[name] for name in rows if name in by_popularity)
     buckets = [b for b in any_report['buckets'] if any_report['users'][b]]
     users = any_report['users']
     lines = ['| row | ' + ' | '.join(f'NDCG@10 {b} ({users[b]:,} users) | Recall@10 {b}' for b in buckets) + ' |',

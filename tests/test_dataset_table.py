@@ -82,3 +82,16 @@ def test_a_row_is_finished_only_with_both_protocols_and_the_report_compares_with
 def test_report_without_any_row_is_one_clear_line(tmp_path):
     with pytest.raises(SystemExit, match='no row has started'):
         dataset_table.main(['report', '--out', str(tmp_path)])
+
+
+def test_each_datasets_bucket_table_names_its_own_user_counts():
+    from scripts.study_rows import popularity_markdown
+
+    def report(users, ndcg):
+        cell = {'NDCG@10': ndcg, 'Recall@10': 2 * ndcg}
+        return {'buckets': ['0', '1-4'], 'users': {'0': users, '1-4': 10 * users},
+                'by_size': {'8': {'0': cell, '1-4': cell}, '256': {'0': cell, '1-4': cell}}}
+    by_popularity = {'beauty_id': report(141, 0.01), 'clothing_id': report(331, 0.02)}
+    clothing = popularity_markdown(['clothing_id'], by_popularity)
+    assert clothing.splitlines()[0] == '| row | NDCG@10 0 (331 users) | Recall@10 0 | NDCG@10 1-4 (3,310 users) | Recall@10 1-4 |'
+    assert clothing.splitlines()[2] == '| clothing_id | 0.0200 | 0.0400 | 0.0200 | 0.0400 |'
