@@ -87,7 +87,9 @@ class LRULayer(nn.Module):
         """gamma * (B x): the (n, D) complex inputs of the recurrence, from (n, D) rows x. They
         depend on each row alone, so evaluation can compute them once per item
         (FMRLRec.first_lru_inputs)."""
-        _, gamma = self.lambda_gamma()
+        return self._scan_inputs(x, self.lambda_gamma()[1])
+
+    def _scan_inputs(self, x, gamma):
         width = gamma.shape[0]
         u = self.in_proj.complex_in(x).float() * torch.cat([gamma, gamma])  # (n, 2D): re | im
         return torch.complex(u[:, :width], u[:, width:])
@@ -95,8 +97,8 @@ class LRULayer(nn.Module):
     def forward(self, x, packed, select=None, inputs=None):
         """x: (n, D) rows at `packed.rows`; returns (n, D), or the `select`ed rows only. inputs: the
         rows' `scan_inputs`, when precomputed (x is then not used)."""
-        lamb, _ = self.lambda_gamma()
-        u = self.scan_inputs(x) if inputs is None else inputs
+        lamb, gamma = self.lambda_gamma()  # once per call: training differentiates through it
+        u = self._scan_inputs(x, gamma) if inputs is None else inputs
         width = u.shape[1]
         dense = u.new_zeros(packed.batch_size * packed.window, width).index_copy(0, packed.rows, u)
         # `dense` is built here and used once: the scan may overwrite it.
