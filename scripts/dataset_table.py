@@ -142,15 +142,15 @@ def dataset_markdown(code, results):
     return '\n'.join(lines)
 
 
-def sizes_markdown(results):
-    """Test NDCG@10 (released protocol) at every nested size, one column per finished row."""
-    done = [r for r in results if 'released' in r]
+def sizes_markdown(results, protocol='released'):
+    """Test NDCG@10 under `protocol` at every nested size, one column per row tested with it."""
+    done = [r for r in results if protocol in r]
     if not done:
         return ''
-    sizes = sorted({int(s) for r in done for s in r['released']})
+    sizes = sorted({int(s) for r in done for s in r[protocol]})
     lines = ['| size | ' + ' | '.join(r['row'] for r in done) + ' |', '|---:|' + '---:|' * len(done)]
     for size in sizes:
-        lines.append(f'| {size} | ' + ' | '.join(f"{r['released'][str(size)]['NDCG@10']:.4f}" for r in done) + ' |')
+        lines.append(f'| {size} | ' + ' | '.join(f"{r[protocol][str(size)]['NDCG@10']:.4f}" for r in done) + ' |')
     return '\n'.join(lines)
 
 
@@ -173,8 +173,9 @@ def report(options):
         raise SystemExit(f'error: no row has started under {out}/; run `python {__file__} run` first')
     by_popularity = {r['row']: ensure_popularity(out / r['row']) for r in results if r['finished']}
     parts = [dataset_markdown(code, results) for code in DATASETS if any(r['dataset'] == code for r in results)]
-    if any('released' in r for r in results):
-        parts.append('Test NDCG@10 at every size (released protocol):\n\n' + sizes_markdown(results))
+    for protocol, label in (('released', 'released protocol'), ('masked', 'history masked')):
+        if any(protocol in r for r in results):
+            parts.append(f'Test NDCG@10 at every size ({label}):\n\n' + sizes_markdown(results, protocol))
     for code in DATASETS:
         rows = [r['row'] for r in results if r['dataset'] == code and r['row'] in by_popularity]
         if rows:

@@ -73,6 +73,8 @@ def test_a_row_is_finished_only_with_both_protocols_and_the_report_compares_with
     assert '| text | 0.0200 | 0.0400 | 2.50x | – | – | 0.0150 | 0.0400 | 3 (2), running | 6 |' in table
     assert '| hybrid | 0.0300 |' in table and '| id | not started |' in table and '| paper fMRLRec, text + image, D = 1024 (Table 2) | 0.0259 |' in table
     assert '| 8 | 0.0075 | 0.0020 | 0.0050 | 0.0075 |' in table and '| 3 | 0.0200 | 0.0200 | 0.0200 | 0.0200 |' in table
+    masked = table.split('at every size (history masked):')[1]  # the rows tested masked, masked numbers
+    assert '| size | beauty_text | clothing_id | clothing_hybrid |' in masked and '| 256 | 0.0330 | 0.0088 | 0.0330 |' in masked
     assert '| clothing_id | 0.1250 | 0.2500 | 0.0080 | 0.5000 |' in table  # per bucket, finished rows only
     assert 'clothing_text | 0.1250' not in table
     results = json.loads((out / 'table.json').read_text())
