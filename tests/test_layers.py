@@ -11,7 +11,7 @@ SCRIPTS = {path.stem for path in ROOT.glob('*.py')} - {'config'}  # config.py is
 PACKAGES = ('model', 'trainer', 'datasets', 'deploy', 'utils')
 RUN_TIME_DATA = ('p5', 'features', 'feature_preprocessing', 'item_text', 'demo', 'published_stats')
 BUILDERS = ('prepare', 'raw_amazon', 'download_images', 'text_features', 'image_features', 'feature_builds',
-            'encoders')
+            'encoders', 'encoder_install')
 
 
 def imported_modules(path):
