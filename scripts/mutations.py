@@ -24,6 +24,10 @@ BEST_AND_STOP = (f'{LOOP}::test_best_checkpoint_is_chosen_on_best_metric_at_the_
                  f'{LOOP}::test_early_stopping_stops_after_exactly_patience_bad_epochs',
                  f'{LOOP}::test_patience_one_stops_at_the_first_bad_epoch')
 
+WIRING = 'tests/test_loop_wiring.py'
+EPOCH_ORDER = f'{WIRING}::test_each_epoch_trains_every_user_once_in_an_order_of_its_own'
+POPULARITY_WIRING = f'{WIRING}::test_popularity_buckets_count_the_target_among_training_labels_only'
+
 MUTATIONS = [
     # ---- split wiring (datasets/p5.py) ----------------------------------------------------------
     Mutation('test-input-misses-validation-item', 'split', 'test inputs leave out the validation item',
@@ -192,6 +196,25 @@ MUTATIONS = [
     Mutation('lru-inputs-of-the-last-block', 'evaluation', 'per-item LRU inputs computed with the last block',
              'model/fmrlrec.py', 'block, inputs = self.blocks[0], None', 'block, inputs = self.blocks[-1], None',
              ('tests/test_fast_path.py::test_first_lru_inputs_per_item_give_the_hidden_states_per_position', FAST_EVAL)),
+    # ---- round two: wiring the suite let pass (tests/test_loop_wiring.py) --------------------------
+    Mutation('epoch-order-ignores-the-epoch', 'training loop', 'every epoch trains the users in the same order',
+             'trainer/trainer.py', 'manual_seed(self.args.seed * 100003 + epoch)', 'manual_seed(self.args.seed * 100003)',
+             (EPOCH_ORDER,)),
+    Mutation('last-partial-batch-dropped', 'training loop', 'the users of the last, partial batch never train',
+             'trainer/trainer.py',
+             'self.steps_per_epoch = (len(self.tokens) + args.train_batch_size - 1) // args.train_batch_size',
+             'self.steps_per_epoch = len(self.tokens) // args.train_batch_size', (EPOCH_ORDER,)),
+    Mutation('validation-ignores-mask-history', 'evaluation', 'the best epoch is chosen with the history unmasked',
+             'trainer/trainer.py', 'self.args.val_batch_size, self.device, self.group, self.args.mask_history,',
+             'self.args.val_batch_size, self.device, self.group, False,',
+             (f'{WIRING}::test_validation_ranks_under_the_runs_history_protocol',)),
+    Mutation('final-test-reads-the-recent-checkpoint', 'evaluation', 'the test uses the last epoch, not the best',
+             'trainer/run_folder.py', '    path = best_checkpoint_path(root)\n    checkpoint = load_checkpoint(path, map_location)',
+             '    path = recent_checkpoint_path(root)\n    checkpoint = load_checkpoint(path, map_location)',
+             (f'{WIRING}::test_the_final_test_reads_the_best_checkpoint_when_a_newer_one_exists',)),
+    Mutation('popularity-counts-training-inputs', 'evaluation', 'buckets count the target among inputs, not labels',
+             'trainer/final_evaluation.py', 'target_counts(training_examples[1], targets)',
+             'target_counts(training_examples[0], targets)', (POPULARITY_WIRING,)),
     # ---- slicing (model/slicing.py) ----------------------------------------------------------------
     Mutation('slice-takes-trailing-blocks', 'slicing', 'the size-s model gets the last blocks of each tensor',
              'model/slicing.py', 'tensor[tuple(slice(0, n) for n in shape)]',
