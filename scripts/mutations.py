@@ -215,6 +215,13 @@ MUTATIONS = [
     Mutation('popularity-counts-training-inputs', 'evaluation', 'buckets count the target among inputs, not labels',
              'trainer/final_evaluation.py', 'target_counts(training_examples[1], targets)',
              'target_counts(training_examples[0], targets)', (POPULARITY_WIRING,)),
+    Mutation('export-all-leaves-out-the-largest', 'slicing', "export.py --size all skips the run's largest size",
+             'export.py', "sizes = run_sizes if options.size == 'all' else", "sizes = run_sizes[:-1] if options.size == 'all' else",
+             ('tests/test_serving_wiring.py::test_export_all_writes_exactly_every_size_each_scoring_like_the_full_model',)),
+    Mutation('recommend-ignores-include-history', 'slicing', 'recommend.py --include_history still excludes the history',
+             'recommend.py', 'recommender.top_k(histories, options.k, not options.include_history, options.batch_size)',
+             'recommender.top_k(histories, options.k, True, options.batch_size)',
+             ('tests/test_serving_wiring.py::test_include_history_on_the_command_line_lets_history_items_back',)),
     # ---- slicing (model/slicing.py) ----------------------------------------------------------------
     Mutation('slice-takes-trailing-blocks', 'slicing', 'the size-s model gets the last blocks of each tensor',
              'model/slicing.py', 'tensor[tuple(slice(0, n) for n in shape)]',
