@@ -17,9 +17,14 @@ class FastPathSettings:
     (model/nested_loss.py, "Factored tail"). None chooses per batch by cost; an int fixes it.
 
     fused_linears: every nested linear as one dense masked matmul (True), one matmul per chunk
-    (False), or the per-device choice (None; see MRLLinear.use_fused)."""
+    (False), or the per-device choice (None; see MRLLinear.use_fused).
+
+    loss_item_chunk: catalogue columns per chunk of the training loss (model/chunked_loss.py, whose
+    memory does not grow with the number of items); None chooses from the memory the unchunked
+    loss would need (unchunked up to about 1 GB of log-probabilities)."""
     projected_chunks: Optional[int] = None
     fused_linears: Optional[bool] = None
+    loss_item_chunk: Optional[int] = None
 
 
 class AutocastCopy:

@@ -149,7 +149,8 @@ class FMRLRec(nn.Module):
         else:
             table = self.item_table()
             hidden = self._hidden_states(tokens, table, own_table=True)
-            per_size = nested_cross_entropy(hidden, table, labels, self.widths)  # running-sum logits
+            per_size = nested_cross_entropy(hidden, table, labels, self.widths,  # running-sum logits
+                                            item_chunk=self.fast_path.loss_item_chunk)
         total = per_size.sum() if reduction == 'sum' else per_size.mean()
         return total, per_size.detach()
 
@@ -267,4 +268,5 @@ class FMRLRec(nn.Module):
         bias_prefix, _ = self.projection.bias.split(split)  # the tail's bias only shifts logit rows
         table = frozen_input_linear(features, weight_prefix, bias_prefix) if prefix else None
         hidden = self._hidden_states(packed, None, own_table=True)
-        return nested_cross_entropy(hidden, table, labels, self.widths, features, weight_tail)
+        return nested_cross_entropy(hidden, table, labels, self.widths, features, weight_tail,
+                                    self.fast_path.loss_item_chunk)

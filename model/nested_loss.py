@@ -23,6 +23,7 @@ from itertools import accumulate
 
 import torch
 
+from model.chunked_loss import ChunkedNestedCrossEntropy, item_chunk_for
 from model.fp32_matmul import fast_fp32_matmul
 
 ROW_BUCKET = 32
@@ -127,7 +128,7 @@ def projected_chunk_count(widths, rows, feature_dim, num_rows):
     return totals.index(min(totals))  # the first minimum; min(key=...) would break a torch.compile graph
 
 
-def nested_cross_entropy(hidden, table, targets, widths, features=None, tail_weight=None):
+def nested_cross_entropy(hidden, table, targets, widths, features=None, tail_weight=None, item_chunk=None):
     """(M,) fp32 mean cross-entropy of each nested size: hidden (q, D), table (N + 1, D), targets (q,).
     Under autocast the products run in the autocast dtype and the softmax in fp32.
 
@@ -137,7 +138,11 @@ def nested_cross_entropy(hidden, table, targets, widths, features=None, tail_wei
 
     On the CPU the rows are padded to a multiple of ROW_BUCKET: oneDNN (which runs these products,
     see model/fp32_matmul.py) keeps a kernel per shape, and q changes with every batch; with
-    buckets its cache stops growing after a few batches instead of gaining ~10 MB per batch."""
+    buckets its cache stops growing after a few batches instead of gaining ~10 MB per batch.
+
+    `item_chunk`: columns of the catalogue per chunk of model/chunked_loss.py, whose memory does
+    not grow with N; None or 0 chooses (unchunked while its log-probabilities fit, see
+    chunked_loss.item_chunk_for)."""
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
@@ -155,6 +160,12 @@ def nested_cross_entropy(hidden, table, targets, widths, features=None, tail_wei
 
     def cast(tensor):
         return None if tensor is None else tensor.to(dtype)
+    num_columns = (table if table is not None else features).shape[0]
+    chunk = item_chunk_for(len(widths), hidden.shape[0], num_columns, hidden.device, item_chunk)
     with torch.autocast(device_type, enabled=False):
-        return NestedCrossEntropy.apply(hidden.to(dtype), cast(table), cast(features), cast(tail_weight),
-                                        targets, tuple(widths), rows)
+        if chunk is None:
+            return NestedCrossEntropy.apply(hidden.to(dtype), cast(table), cast(features), cast(tail_weight),
+                                            targets, tuple(widths), rows)
+        direct = len(widths) - (0 if tail_weight is None else _chunk_count(widths, tail_weight.shape[0]))
+        return ChunkedNestedCrossEntropy.apply(hidden.to(dtype), cast(table), cast(features), cast(tail_weight),
+                                               targets, tuple(widths), rows, direct, chunk)
