@@ -148,6 +148,10 @@ def build_parser():
     train.add_argument('--amp', type=str, default='none', choices=['none', 'bf16'],
                        help='bf16 autocast for the matrix products (CPU and CUDA)')
     _add_bool(train, 'compile', False, 'torch.compile the model')
+    train.add_argument('--loss_item_chunk', type=int, default=0,
+                       help='catalogue columns per chunk of the training loss, whose memory then stays bounded in '
+                            'the number of items (0: chunk only when the unchunked loss would need over 1 GB; '
+                            'docs/method.md, "Large catalogues")')
 
     evaluation = p.add_argument_group('evaluation')
     _add_bool(evaluation, 'early_stopping', True, 'stop when validation stops improving')
@@ -214,6 +218,9 @@ def finalize(args):
     args.mrl_hidden_sizes = parse_sizes(args.mrl_hidden_sizes)
     if args.lru_max_len < 1:
         raise ConfigError(f'--lru_max_len must be at least 1, got {args.lru_max_len}')
+    if args.loss_item_chunk < 0:
+        raise ConfigError(f'--loss_item_chunk must be 0 (automatic) or a positive number of items, '
+                          f'got {args.loss_item_chunk}')
     if args.lru_num_blocks < 1:
         raise ConfigError(f'--lru_num_blocks must be at least 1, got {args.lru_num_blocks}')
     if not 0.0 <= args.lru_r_min < args.lru_r_max <= 1.0:

@@ -77,3 +77,16 @@ def test_the_chunk_follows_the_memory_the_unchunked_loss_needs(monkeypatch):
     assert item_chunk_for(6, 224, 1_000_001, 'cpu', requested=50_000) == 50_000
     assert item_chunk_for(6, 224, 12_102, 'cpu', requested=20_000) is None
     assert chunked_loss.free_memory('cpu') > 0
+
+
+def test_the_option_reaches_the_loss_and_a_negative_chunk_is_refused(tmp_path, capsys):
+    from config import parse_args
+    from tests.test_training_loop import first_batch, make_trainer
+    chunked = make_trainer(tmp_path / 'a', ['--loss_item_chunk', '5'])
+    plain = make_trainer(tmp_path / 'b')
+    assert (chunked.model.fast_path.loss_item_chunk, plain.model.fast_path.loss_item_chunk) == (5, None)
+    losses = [trainer.train_step(*first_batch(trainer))[0] for trainer in (chunked, plain)]
+    assert torch.allclose(losses[0], losses[1], rtol=1e-6)
+    with pytest.raises(SystemExit):
+        parse_args(['--loss_item_chunk', '-1'])
+    assert '--loss_item_chunk must be 0 (automatic) or a positive number' in capsys.readouterr().err

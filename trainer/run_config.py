@@ -12,7 +12,8 @@ from utils.retired_options import without_retired
 
 # Options that may differ between a run and its resumption without changing what is computed.
 RESUMABLE_DIFFERENCES = {'resume', 'device', 'num_workers', 'use_wandb', 'use_tensorboard', 'data_root',
-                         'feature_dir', 'image_root', 'export_root', 'feature_batch_size', 'compile'}
+                         'feature_dir', 'image_root', 'export_root', 'feature_batch_size', 'compile',
+                         'loss_item_chunk'}
 
 
 def config_dict(args):

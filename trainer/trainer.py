@@ -69,6 +69,8 @@ class Trainer:
         self.best_value = -float('inf')
         self.best_epoch = -1
         self.bad_epochs = 0
+        # The loss's catalogue chunk changes memory, not results (model/chunked_loss.py).
+        model.set_fast_path(loss_item_chunk=getattr(args, 'loss_item_chunk', 0) or None)
         self.train_module = model  # what the step calls (a compiled or DDP-wrapped model)
         self.group = group
         self.is_main = group.is_main
