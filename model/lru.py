@@ -18,7 +18,9 @@ def ring_init(width, r_min, r_max, generator=None):
     u2 = torch.rand(width, generator=generator)
     nu_log = torch.log(-0.5 * torch.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))
     theta_log = torch.log(2 * math.pi * u2)
-    modulus = torch.exp(-torch.exp(nu_log))
+    # |lambda| as the released code computes it (abs of a complex64 exp), not exp(-nu): the two differ
+    # in the last bit of some entries, and the initial weights are to be the released code's exactly.
+    modulus = torch.exp(torch.complex(-torch.exp(nu_log), torch.exp(theta_log))).abs()
     gamma_log = torch.log(torch.sqrt(1 - modulus ** 2))
     return nu_log, theta_log, gamma_log
 

@@ -1,7 +1,8 @@
 """Initialisation, pinned by its distributions: every MRL linear chunk as nn.Linear with fan-in s_k,
 the ID table as LRURec's truncated normal, and the LRU ring (|lambda|^2 uniform between r_min^2
 and r_max^2, the phase uniform on [0, 2 pi)). Random draws are seeded, so each check is fixed; the
-tolerances are several standard errors wide, and each wrong rule misses them by far more."""
+tolerances are several standard errors wide, and each wrong rule misses them by far more. The ring's
+values are also pinned bit for bit to the released code's formulas."""
 import math
 
 import pytest
@@ -96,3 +97,41 @@ def test_the_lru_layer_draws_its_eigenvalues_on_its_own_ring():
     assert modulus.min() >= 0.5 - 1e-5 and modulus.max() <= 0.8 + 1e-5
     assert uniform_ks_distance(((modulus ** 2 - 0.25) / (0.64 - 0.25)).clamp(0, 1)) < 0.07  # 512 draws
     assert torch.allclose(gamma.double(), torch.sqrt(1 - modulus ** 2), atol=1e-5)
+
+
+def released_ring_init(width, r_min, r_max, generator):
+    """The released code's LRU ring, formula for formula in float32: |lambda| is the modulus of the
+    complex64 exp(-exp(nu_log) + i exp(theta_log)), not exp(-exp(nu_log))."""
+    u1 = torch.rand(width, generator=generator)
+    u2 = torch.rand(width, generator=generator)
+    nu_log = torch.log(-0.5 * torch.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))
+    theta_log = torch.log(u2 * torch.tensor(math.pi) * 2)
+    diag_lambda = torch.exp(torch.complex(-torch.exp(nu_log), torch.exp(theta_log)))
+    gamma_log = torch.log(torch.sqrt(1 - torch.abs(diag_lambda) ** 2))
+    return nu_log, theta_log, gamma_log
+
+
+@pytest.mark.parametrize('r_min, r_max', [(0.0, 0.1), (0.4, 0.9), (0.8, 0.99)])
+@pytest.mark.parametrize('width', [1, 7, 1024, 20000])
+def test_the_ring_equals_the_released_codes_formulas_bit_for_bit(width, r_min, r_max):
+    ours = ring_init(width, r_min, r_max, torch.Generator().manual_seed(3))
+    released = released_ring_init(width, r_min, r_max, torch.Generator().manual_seed(3))
+    for name, mine, theirs in zip(('nu_log', 'theta_log', 'gamma_log'), ours, released):
+        assert mine.dtype == theirs.dtype == torch.float32, name
+        assert torch.equal(mine, theirs), (name, int((mine != theirs).sum()))
+
+
+def test_the_released_modulus_differs_in_the_last_bit_from_exp_of_minus_nu():
+    """Why the check above computes |lambda| the released way: exp(-exp(nu_log)), the same number in
+    exact arithmetic, rounds some of these gammas differently."""
+    nu_log, _, gamma_log = released_ring_init(20000, 0.4, 0.9, torch.Generator().manual_seed(3))
+    shortcut = torch.log(torch.sqrt(1 - torch.exp(-torch.exp(nu_log)) ** 2))
+    assert not torch.equal(shortcut, gamma_log)
+    assert torch.allclose(shortcut, gamma_log, rtol=1e-5, atol=0)
+
+
+def test_the_lru_layers_gamma_row_is_the_released_formula_of_its_own_nu_and_theta_rows():
+    torch.manual_seed(0)
+    nu_log, theta_log, gamma_log = LRULayer([8, 512], r_min=0.4, r_max=0.9).params_log.detach()
+    modulus = torch.abs(torch.exp(torch.complex(-torch.exp(nu_log), torch.exp(theta_log))))
+    assert torch.equal(gamma_log, torch.log(torch.sqrt(1 - modulus ** 2)))
