@@ -16,6 +16,7 @@ import torch
 import train as train_script
 from trainer import evaluate as evaluate_module
 from trainer import trainer as trainer_module
+from trainer.run_inputs import build_model, load_data
 
 SIZES = '4,8'
 STEPS_PER_EPOCH = 5  # 1200 demo users / batch 256
@@ -118,10 +119,28 @@ def test_compile_wraps_the_module_every_training_step_goes_through(demo_root, tm
     assert with_compile == plain  # the same computation: the same metrics
 
 
+# Dropout off: compiled code draws its masks with its own random stream, so with dropout the two runs
+# would differ by their masks, not only by the compiler's rounding.
+WITHOUT_DROPOUT = ('--lru_dropout', '0', '--lru_attn_dropout', '0')
+
+
+def test_the_options_of_the_compiled_comparison_turn_every_dropout_layer_off(demo_root, tmp_path):
+    """The CUDA comparison below compares like with like only if no layer of the model keeps a
+    dropout probability of its own."""
+    def dropout_rates(*options):
+        args = train_script.parse_args(['--dataset_code', 'demo', '--data_root', str(demo_root),
+                                        '--export_root', str(tmp_path), '--mrl_hidden_sizes', SIZES, *options])
+        data, _, features = load_data(args)
+        model = build_model(args, data.num_items, features)
+        return [module.p for module in model.modules() if isinstance(module, torch.nn.Dropout)]
+    assert dropout_rates() and all(rate > 0 for rate in dropout_rates())  # the defaults: dropout everywhere
+    assert set(dropout_rates(*WITHOUT_DROPOUT)) == {0.0}
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='torch.compile runs only on CUDA (refused on the CPU)')
 def test_a_compiled_run_on_cuda_matches_the_eager_run(demo_root, tmp_path):
-    eager = tiny_run(demo_root, tmp_path / 'eager', '--device', 'cuda')
-    compiled = tiny_run(demo_root, tmp_path / 'compiled', '--device', 'cuda', '--compile')
+    eager = tiny_run(demo_root, tmp_path / 'eager', '--device', 'cuda', *WITHOUT_DROPOUT)
+    compiled = tiny_run(demo_root, tmp_path / 'compiled', '--device', 'cuda', '--compile', *WITHOUT_DROPOUT)
     assert train_losses(tmp_path / 'compiled')[0] == pytest.approx(train_losses(tmp_path / 'eager')[0], rel=1e-3)
     for size in SIZES.split(','):
         assert compiled[size]['NDCG@10'] == pytest.approx(eager[size]['NDCG@10'], abs=0.02), size
