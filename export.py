@@ -20,6 +20,8 @@ from trainer.run_folder import best_checkpoint_path, read_run_config
 from trainer.trained_run import load_trained_run
 from utils.io import DiskFullError, atomic_write_bytes
 
+INTERRUPTED_STATUS = 130  # the shell's status for a process stopped by SIGINT (as train.py)
+
 
 def parse_export_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,20 +32,23 @@ def parse_export_args(argv):
     p.add_argument('--keep_features', action='store_true', help='store the projection and the frozen '
                    'features instead of the precomputed item table (larger unless s > feature width)')
     p.add_argument('--data_root', default=None, help="override the run's --data_root")
+    p.add_argument('--accept_changed_inputs', action='store_true',
+                   help='export although the dataset or a feature table differs from what the run was trained on '
+                        '(RUN/inputs.json); said on standard error')
     return p.parse_args(argv)
 
 
 def main(argv=None):
     options = parse_export_args(sys.argv[1:] if argv is None else argv)
     root = Path(options.export_root)
+    written = []
     try:
         run_sizes = read_run_config(root)['mrl_hidden_sizes']  # check --size before the slow loading
         sizes = run_sizes if options.size == 'all' else [_size_argument(options.size, run_sizes)]
         if options.size != 'all' and options.out and Path(options.out).is_dir():
             raise ExportError(f'--out {options.out} is a folder; give a file name such as '
                               f'{Path(options.out) / f"model_{sizes[0]}.pt"} (--size all writes into a folder)')
-        loaded = load_trained_run(root, options.data_root)
-        written = []
+        loaded = load_trained_run(root, options.data_root, options.accept_changed_inputs)
         for size in sizes:
             if options.size == 'all':
                 out = Path(options.out or root / 'exports') / f'model_{size}.pt'
@@ -58,6 +63,12 @@ def main(argv=None):
         return written
     except RUN_ERRORS + (ExportError,) as error:
         raise SystemExit(f'error: {error}') from None
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status, as train.py
+        done = (f'{", ".join(str(path) for path in written)} {"is" if len(written) == 1 else "are"} complete'
+                if written else 'no export file was written')
+        print(f'interrupted (Ctrl-C); {done}, and no file is left in part (each is written whole, then renamed '
+              f'into place). Run the same command again.', file=sys.stderr)
+        raise SystemExit(INTERRUPTED_STATUS) from None
 
 
 def _write_export(out, bundle):

@@ -26,6 +26,9 @@ from deploy.recommender import HistoryError, Recommender
 from deploy.run_export import RUN_ERRORS, load_run_size
 from utils.runtime import DeviceError, resolve_device
 
+INTERRUPTED_STATUS = 130  # the shell's status for a process stopped by SIGINT (as train.py)
+
+
 def read_history_lines(path):
     """[(label, history text, where)] from a history file ('-' = standard input). A blank line
     between users is refused: --json writes one line per user, and the lines would stop matching."""
@@ -99,6 +102,9 @@ def parse_recommend_args(argv):
     source.add_argument('--export_root', help='a run folder made by train.py (with --size)')
     source.add_argument('--size', type=int, help='with --export_root: which nested size to use')
     source.add_argument('--data_root', help="with --export_root: override the run's --data_root")
+    source.add_argument('--accept_changed_inputs', action='store_true',
+                        help='with --export_root: serve although the dataset or a feature table differs from what '
+                             'the run was trained on (RUN/inputs.json); said on standard error')
     users = p.add_argument_group('users (one of)')
     users.add_argument('--history', help='one user: items (ASINs or ids) separated by commas, oldest first')
     users.add_argument('--history_file', help="one user per line ('-' = standard input)")
@@ -115,6 +121,8 @@ def parse_recommend_args(argv):
         p.error('give either --model FILE or --export_root RUN --size S')
     if options.export_root is not None and options.size is None:
         p.error('--export_root needs --size (one of the run\'s nested sizes)')
+    if options.accept_changed_inputs and options.export_root is None:
+        p.error('--accept_changed_inputs goes with --export_root (an export file holds its own item table)')
     if (options.history is None) == (options.history_file is None):
         p.error('give either --history ITEMS or --history_file FILE')
     if options.k < 1 or options.batch_size < 1 or options.threads < 1:
@@ -128,6 +136,10 @@ def main(argv=None):
     torch.set_num_threads(options.threads)
     try:
         return recommend(options)
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status, as train.py
+        print('interrupted (Ctrl-C); recommend.py writes nothing but its output, and the recommendations not '
+              'printed yet are lost. Run the same command again.', file=sys.stderr)
+        raise SystemExit(INTERRUPTED_STATUS) from None
     finally:  # main() may be called in-process (tests, notebooks): leave torch as it was
         torch.set_num_threads(previous_threads)
 
@@ -136,7 +148,8 @@ def recommend(options):
     try:
         device = resolve_device(options.device)
         exported = (load_export(options.model) if options.model is not None
-                    else load_run_size(options.export_root, options.size, options.data_root))
+                    else load_run_size(options.export_root, options.size, options.data_root,
+                                       accept_changed_inputs=options.accept_changed_inputs))
         recommender = Recommender(exported, device)
         users = ([('history', options.history, '--history')] if options.history is not None
                  else read_history_lines(options.history_file))

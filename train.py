@@ -23,8 +23,8 @@ from trainer.final_evaluation import (evaluate_best_checkpoint, evaluate_best_ch
 from trainer.loggers import LoggerError
 from trainer.metrics import NonFiniteScoresError
 from trainer.run_config import config_dict, prepare_run_folder, resume_arguments
-from trainer.run_folder import (CheckpointError, RunFolderError, check_run_folder_writable, metrics_path,
-                                recent_checkpoint_path)
+from trainer.run_folder import (CheckpointError, RunFolderError, RunFolderLock, check_run_folder_writable,
+                                metrics_path, recent_checkpoint_path)
 from trainer.run_inputs import build_model, load_data, run_modality_name
 from trainer.stop_reports import RunProgress, disk_full_report, interrupted_report, non_finite_report
 from trainer.trained_run import load_resume_state
@@ -39,30 +39,38 @@ USER_ERRORS = (ConfigError, DataError, FeatureTableError, CheckpointError, Devic
 INTERRUPTED_STATUS = 130  # the shell's status for a process stopped by SIGINT
 
 
-def load_inputs(args, group, say):
+def load_inputs(args, group, say, lock):
     """Rank 0 first (main_first): the run folder is probed before the data is read, so that a bad
-    --export_root stops at once, not after the feature tables were built."""
+    --export_root, or one that a live train.py writes, stops at once, not after the feature tables
+    were built."""
     if group.is_main:
         check_run_folder_writable(args.export_root)
+        lock.acquire(create=False)  # a folder without a lock file yet is locked when args.yaml is written
     return load_data(args, say)
 
 
 def run(argv, group, device, progress, log):
     args = resume_arguments(argv)
+    with RunFolderLock(args.export_root, enabled=group.is_main) as lock:  # one writer per run folder
+        return run_locked(args, group, device, progress, log, lock)
+
+
+def run_locked(args, group, device, progress, log, lock):
     progress.root = args.export_root
     say = print if group.is_main else (lambda *_, **__: None)
     args.resolved_device = str(device)
     check_compile(args.compile, device)
     set_seed(args.seed)
     # Rank 0 generates the demo or builds missing feature caches alone; the others then read them.
-    data, splits, features = main_first(group, lambda: load_inputs(args, group, say))
+    data, splits, features = main_first(group, lambda: load_inputs(args, group, say, lock))
     say(f'{args.dataset_code}: {data.num_users} users, {data.num_items} items, '
         f'{data.num_interactions} interactions; features: {run_modality_name(args)}; device {device}'
         + (f' x {group.world_size} processes' if group.enabled else ''))
     model = build_model(args, data.num_items, features).to(device)
     if group.rank > 0:
         set_seed(rank_seed(args.seed, group.rank))  # same initial weights, own dropout stream
-    prepare_run_folder(args, write=group.is_main)
+    # Rank 0 first: when it cannot take the lock, the other ranks stop too instead of waiting for it.
+    main_first(group, lambda: prepare_run_folder(args, write=group.is_main, lock=lock))
     progress.folder_written = True
     if group.is_main:
         log.attach(Path(args.export_root) / 'train.log')

@@ -9,6 +9,7 @@ items are alike. Popularity is nearly flat, so a popularity ranking is a weak ba
 import gzip
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,22 @@ def _features(rng, categories, positions, dim):
     return (table / np.linalg.norm(table, axis=1, keepdims=True)).astype(np.float32)
 
 
-def generate(data_dir, seed=0):
-    """Write sequential_data.txt, datamaps.json, meta.json.gz and both feature tables to `data_dir`."""
+def demo_files(data_dir):
+    """The files the demo is made of: name -> path."""
+    data_dir = Path(data_dir)
+    return {'sequences': data_dir / 'sequential_data.txt', 'datamaps': data_dir / 'datamaps.json',
+            'meta': data_dir / 'meta.json.gz', 'text': feature_cache_path(data_dir, 'text', DEMO_ENCODER),
+            'image': feature_cache_path(data_dir, 'image', DEMO_ENCODER)}
+
+
+def generate(data_dir, seed=0, only=None):
+    """Write sequential_data.txt, datamaps.json, meta.json.gz and both feature tables to `data_dir`;
+    with `only` (names of demo_files), those files alone. Every file is drawn in the same order from
+    one seed, so a file written alone is the one the whole demo holds."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    paths = demo_files(data_dir)
+    wanted = set(paths) if only is None else set(only)
     rng = np.random.default_rng(seed)
     num_items = NUM_CATEGORIES * ITEMS_PER_CATEGORY
     # Item ids are shuffled so that id order carries no signal.
@@ -66,7 +79,8 @@ def generate(data_dir, seed=0):
             else:
                 category, position = int(rng.integers(NUM_CATEGORIES)), int(rng.integers(ITEMS_PER_CATEGORY))
         lines.append(' '.join(str(i) for i in [user] + items))
-    (data_dir / 'sequential_data.txt').write_text('\n'.join(lines) + '\n')
+    if 'sequences' in wanted:
+        paths['sequences'].write_text('\n'.join(lines) + '\n')
 
     asins = [f'DEMO{i:06d}' for i in range(1, num_items + 1)]
     datamaps = {
@@ -75,26 +89,40 @@ def generate(data_dir, seed=0):
         'id2user': {str(u): f'U{u:05d}' for u in range(1, NUM_USERS + 1)},
         'id2item': {str(i): asin for i, asin in enumerate(asins, start=1)},
     }
-    (data_dir / 'datamaps.json').write_text(json.dumps(datamaps))
-    with gzip.open(data_dir / 'meta.json.gz', 'wt') as handle:
-        for item_id, asin in enumerate(asins, start=1):
-            slot = int(order[item_id - 1])
-            record = {'asin': asin, 'title': f'Demo item {item_id} (category {slot // ITEMS_PER_CATEGORY}, '
-                      f'step {slot % ITEMS_PER_CATEGORY})', 'categories': [[f'Category {slot // ITEMS_PER_CATEGORY}']]}
-            handle.write(repr(record) + '\n')
+    if 'datamaps' in wanted:
+        paths['datamaps'].write_text(json.dumps(datamaps))
+    if 'meta' in wanted:
+        with gzip.open(paths['meta'], 'wt') as handle:
+            for item_id, asin in enumerate(asins, start=1):
+                slot = int(order[item_id - 1])
+                record = {'asin': asin, 'title': f'Demo item {item_id} (category {slot // ITEMS_PER_CATEGORY}, '
+                          f'step {slot % ITEMS_PER_CATEGORY})', 'categories': [[f'Category {slot // ITEMS_PER_CATEGORY}']]}
+                handle.write(repr(record) + '\n')
 
     by_id = np.argsort(slot_to_id)  # slot of item id 1, 2, ...
     cats, pos = by_id // ITEMS_PER_CATEGORY, by_id % ITEMS_PER_CATEGORY
-    save_feature_table(feature_cache_path(data_dir, 'text', DEMO_ENCODER), _features(rng, cats, pos, TEXT_DIM), DEMO_ENCODER)
-    save_feature_table(feature_cache_path(data_dir, 'image', DEMO_ENCODER), _features(rng, cats, pos, IMAGE_DIM), DEMO_ENCODER)
+    text, image = _features(rng, cats, pos, TEXT_DIM), _features(rng, cats, pos, IMAGE_DIM)  # drawn in this order
+    if 'text' in wanted:
+        save_feature_table(paths['text'], text, DEMO_ENCODER)
+    if 'image' in wanted:
+        save_feature_table(paths['image'], image, DEMO_ENCODER)
+
+
+# What a run needs; meta.json.gz is optional (titles only), so a deleted one stays deleted.
+NEEDED = ('sequences', 'datamaps', 'text', 'image')
 
 
 def ensure_demo(data_dir, seed=0):
-    """Generate the demo into `data_dir` unless it is already there."""
+    """Generate the demo into `data_dir` when it is not there; when only some of its files are
+    missing (e.g. a feature table deleted to rebuild it), write those alone and leave the rest."""
     data_dir = Path(data_dir)
-    needed = [data_dir / 'sequential_data.txt', data_dir / 'datamaps.json',
-              feature_cache_path(data_dir, 'text', DEMO_ENCODER), feature_cache_path(data_dir, 'image', DEMO_ENCODER)]
-    if not all(path.exists() for path in needed):
-        print(f'Generating the synthetic demo dataset in {data_dir} ...')
+    paths = demo_files(data_dir)
+    missing = [name for name in NEEDED if not paths[name].exists()]
+    if len(missing) == len(NEEDED):
+        print(f'Generating the synthetic demo dataset in {data_dir} ...', file=sys.stderr)  # stdout: results only
         generate(data_dir, seed)
+    elif missing:
+        print(f'Generating the synthetic demo\'s missing files in {data_dir}: '
+              f'{", ".join(str(paths[name].relative_to(data_dir)) for name in missing)}', file=sys.stderr)
+        generate(data_dir, seed, only=missing)
     return data_dir

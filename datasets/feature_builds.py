@@ -28,7 +28,9 @@ def ensure_feature_tables(data_dir, num_items, *, use_text, use_image, language_
     A cache that is missing, unreadable, of the wrong row count, or built by another encoder or from
     other text fields is reported and rebuilt with datasets/text_features.py or
     datasets/image_features.py, never used as it is; the fresh table is then checked and loaded like
-    any other. When the encoder cannot be loaded here (offline, no such folder), FeatureTableError
+    any other. So is a text table whose rows are nearly all the same (one built without item metadata
+    before the builder refused such tables). When the encoder cannot be loaded here (offline, no such
+    folder), or the table would not tell items apart (datasets/text_features.py), FeatureTableError
     says so and the file on disk is left as it is."""
     tables = {'text': None, 'image': None}
     text_fields = parse_text_fields(text_fields)
@@ -38,6 +40,8 @@ def ensure_feature_tables(data_dir, num_items, *, use_text, use_image, language_
             continue
         path = feature_cache_path(data_dir, modality, encoder, feature_dir, fields or ALL_FIELDS)
         problem = check_feature_table(path, num_items, encoder, fields)
+        if problem is None and modality == 'text':
+            problem = text_features.same_row_problem(path)
         if problem is not None:
             unavailable = unavailable_reason(encoder)
             if unavailable:
@@ -49,7 +53,7 @@ def ensure_feature_tables(data_dir, num_items, *, use_text, use_image, language_
             try:
                 _build(modality, data_dir, encoder, path, num_items, device, batch_size, fields, image_root,
                        dataset_code, missing_image)
-            except EncoderError as error:
+            except (EncoderError, text_features.DegenerateTableError) as error:
                 raise FeatureTableError(f'{problem}, and {error}') from None
         else:
             print(f'{modality} features: using the cache {path}')

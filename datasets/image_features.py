@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from datasets.encoders import DEFAULT_IMG_ENCODER, EncoderError, load_failure
 from datasets.features import add_build_options, build_output_path, feature_cache_path, save_feature_table
+from datasets.p5 import DataError
 
 MISSING_IMAGE_POLICIES = ('zero', 'error')
 
@@ -40,6 +41,10 @@ class MissingImagesError(RuntimeError):
         self.missing = missing
 
 
+class ImageMapError(FileNotFoundError):
+    """item2img_dict.pkl, the ASIN -> photo map, is missing or unreadable."""
+
+
 def item_image_paths(data_dir, image_root='photos', dataset_code=None, num_items=None):
     """(ASINs, photo paths) in item-id order; the path is None for items without an image entry."""
     from datasets.text_features import dataset_item_ids
@@ -47,10 +52,15 @@ def item_image_paths(data_dir, image_root='photos', dataset_code=None, num_items
     asins = dataset_item_ids(data_dir, num_items)
     code = dataset_code or data_dir.name
     item2img_path = data_dir / 'item2img_dict.pkl'
+    build = 'Build it with python -m datasets.prepare (see docs/data.md) or train without images'
     if not item2img_path.exists():
-        raise FileNotFoundError(f'{item2img_path} is missing: it maps ASINs to photo files. Build it with '
-                                f'python -m datasets.prepare (see docs/data.md) or train without images.')
-    item2img = pickle.loads(item2img_path.read_bytes())
+        raise ImageMapError(f'{item2img_path} is missing: it maps ASINs to photo files. {build}.')
+    try:
+        item2img = pickle.loads(item2img_path.read_bytes())
+    except Exception as error:  # a truncated or foreign file: pickle raises many types
+        raise ImageMapError(f'{item2img_path} cannot be read ({type(error).__name__}: {error}). {build}.') from None
+    if not isinstance(item2img, dict):
+        raise ImageMapError(f'{item2img_path} holds a {type(item2img).__name__}, not an ASIN -> photo dict. {build}.')
     paths = [Path(image_root) / code / item2img[a].split('/')[-1] if a in item2img else None for a in asins]
     return asins, paths
 
@@ -183,7 +193,7 @@ def main(argv=None):
         build_image_features(args.data_dir, args.img_encoder, image_root=args.image_root,
                              dataset_code=args.dataset_code, device=args.device, batch_size=args.batch_size,
                              missing_image=args.missing_image, out_path=out_path, progress=not args.no_progress)
-    except (MissingImagesError, EncoderError) as error:
+    except (MissingImagesError, EncoderError, ImageMapError, DataError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
     return 0

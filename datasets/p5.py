@@ -68,6 +68,19 @@ def read_datamaps(path):
     return id2item
 
 
+def check_item_ids(path, id2item):
+    """The item count N, or DataError unless the ids of `id2item` are exactly 1..N."""
+    num_items = max(id2item) if id2item else 0
+    missing = sorted(set(range(1, num_items + 1)) - set(id2item))
+    if missing or any(item_id < 1 for item_id in id2item):
+        gaps = (f'{", ".join(str(i) for i in missing[:5])}{", ..." if len(missing) > 5 else ""} missing' if missing
+                else f'{min(id2item)} is not positive')
+        raise DataError(f'{path}: item ids are not 1..{num_items} without gaps ({gaps}); the sequences and '
+                        f'feature tables index items by those ids. Rebuild the file with `python -m datasets.prepare` '
+                        f'(which numbers the items 1..N), or restore it from the P5 release.')
+    return num_items
+
+
 def read_sequences(path, num_items=None):
     """user id -> item ids from lines `user item item ...`, checked line by line."""
     _require(path, 'one line per user: user_id item_id item_id ...')
@@ -123,9 +136,7 @@ def load_p5(data_dir):
     if not data_dir.is_dir():
         raise DataError(missing_dataset_message(data_dir))
     id2item = read_datamaps(data_dir / 'datamaps.json')
-    num_items = max(id2item) if id2item else 0
-    if sorted(id2item) != list(range(1, num_items + 1)):
-        raise DataError(f'{data_dir / "datamaps.json"}: item ids are not 1..{num_items} without gaps.')
+    num_items = check_item_ids(data_dir / 'datamaps.json', id2item)
     sequences = read_sequences(data_dir / 'sequential_data.txt', num_items)
     return SequenceData(data_dir, sequences, num_items, id2item)
 

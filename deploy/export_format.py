@@ -6,6 +6,8 @@ the projection plus the frozen feature table), the item id -> ASIN map and title
 configuration that rebuilds it. `load_export(path)` needs neither the run's checkpoint nor the data.
 """
 import io
+import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,8 +105,7 @@ def read_export(path):
     try:
         bundle = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as error:  # a truncated file, or a pickle that is not plain tensors and values
-        raise ExportError(f'{path} is not a readable fMRLRec export ({type(error).__name__}). '
-                          f'A training checkpoint is not an export: cut one with export.py.') from None
+        raise ExportError(_unreadable(path, error)) from None
     if not isinstance(bundle, dict) or bundle.get('format') != EXPORT_FORMAT:
         raise ExportError(f'{path} is not an fMRLRec export (a training checkpoint? use '
                           f'`python recommend.py --export_root RUN --size S` for run folders).')
@@ -112,6 +113,27 @@ def read_export(path):
         raise ExportError(f'{path} was written by a newer export format (version {bundle["version"]}); '
                           f'update this code.')
     return bundle
+
+
+def _unreadable(path, error):
+    """Why torch cannot load `path` weights-only: a complete archive holding Python objects beyond
+    tensors and plain values (a training checkpoint: RNG states), a truncated or damaged one, or no
+    torch file at all. Only the first gets the checkpoint hint."""
+    again = f'`python export.py --export_root RUN --size S --out {path}`'
+    if isinstance(error, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+        return (f'{path} is not an fMRLRec export: it holds Python objects beyond tensors and plain values. A '
+                f'training checkpoint is not an export: cut one with {again}, or serve the run folder with '
+                f'`python recommend.py --export_root RUN --size S`.')
+    with open(path, 'rb') as handle:
+        head = handle.read(4)
+    reason = (str(error).strip().splitlines() or [''])[0].split('. ')[0][:120]  # torch adds paragraphs of advice
+    detail = f'{type(error).__name__}: {reason}' if reason else type(error).__name__
+    if head in (b'', b'PK\x03\x04'):  # torch files are zip archives: this one ends early or is damaged
+        return (f'{path} is truncated or damaged ({path.stat().st_size:,} bytes; {detail}). '
+                f'export.py writes its files whole, so it was cut or damaged since (an interrupted copy?): copy it '
+                f'again, or write it again with {again}.')
+    return (f'{path} is not a readable fMRLRec export: not a file written by torch.save ({type(error).__name__}). '
+            f'Make one with {again}.')
 
 
 def check_finite(bundle, source):

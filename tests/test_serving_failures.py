@@ -10,7 +10,7 @@ import export as export_script
 import recommend as recommend_script
 from fake_run import copy_demo, make_run
 from trainer.evaluate import metrics_from_ranks
-from trainer.metrics import UNRANKED, NonFiniteScoresError, target_ranks
+from trainer.metrics import UNRANKED, NonFiniteScoresError, exact_ranks, target_ranks
 from trainer.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY
 
 BROKEN = 'blocks.0.feed_forward.w_1.weight.3'  # the last chunk: only size 32 (of 4, 8, 16, 32) reads it
@@ -41,9 +41,9 @@ def runs(demo_root, tmp_path_factory):
 def test_nan_scores_are_unranked_never_first():
     scores = torch.tensor([[0.0, 0.9, float('nan'), 0.5], [0.0, 0.2, 0.9, 0.1], [float('-inf'), 0.3, 0.1, float('inf')]])
     ranks = target_ranks(scores, torch.tensor([2, 1, 1]))
-    assert ranks.tolist() == [UNRANKED, 2, UNRANKED]  # -inf (a masked item) is fine, NaN and +inf are not
+    assert ranks[:, 0].tolist() == [UNRANKED, 2, UNRANKED]  # -inf (a masked item) is fine, NaN and +inf are not
     with pytest.raises(NonFiniteScoresError, match=r'^the scores are NaN or infinite at size 16 \(2 of 3 users\)$'):
-        metrics_from_ranks(torch.stack([torch.tensor([1, 2, 3]), ranks]), [8, 16], [5])
+        metrics_from_ranks(torch.stack([exact_ranks(torch.tensor([1, 2, 3])), ranks]), [8, 16], [5])
 
 
 def test_eval_refuses_nan_scores_naming_the_size(runs):

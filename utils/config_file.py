@@ -5,8 +5,13 @@ A file maps option names (as in args.yaml: `lr: 0.001`, `use_img_encoder: false`
 `expand_config_argv` replaces `--config FILE` by the file's options placed before the rest of the
 command line, so an option given on the command line wins (argparse keeps the last value), and
 everything after (validation, --resume's agreement checks, args.yaml) sees ordinary options.
+
+A value the option cannot take is reported naming the file: at once when the option's own parser
+refuses it (`lr: fast`), and through `name_config_file` when a later check does (`lr: -1`).
 """
+import argparse
 import difflib
+import re
 from pathlib import Path
 
 import yaml
@@ -58,7 +63,46 @@ def config_file_tokens(path, parser):
                 tokens.append(','.join(str(v) for v in value))
         else:
             tokens.append(str(value))
+    _check_values(path, tokens, parser)
     return tokens
+
+
+def _check_values(path, tokens, parser):
+    """ConfigFileError naming the file when an option of the file refuses its value (type, choices)."""
+    exit_on_error = parser.exit_on_error
+    parser.exit_on_error = False  # argparse then raises ArgumentError instead of exiting
+    try:
+        parser.parse_known_args(tokens)
+    except argparse.ArgumentError as error:
+        raise ConfigFileError(f'--config {path}: {error}') from None
+    finally:
+        parser.exit_on_error = exit_on_error
+
+
+# tuple(expanded argv) -> (the --config file, the options it set that the command line does not set
+# again): later checks see the expanded argv only, and name_config_file finds the file from it.
+_FILE_OPTIONS = {}
+
+
+def _option_names(tokens):
+    """Option names in command-line tokens (`--no-x` names x; values are skipped)."""
+    names = set()
+    for token in tokens:
+        if token.startswith('--') and len(token) > 2:
+            name = token[2:].split('=', 1)[0].replace('-', '_')
+            names.add(name[3:] if name.startswith('no_') else name)
+    return names
+
+
+def name_config_file(message, argv):
+    """`message` (a refused option value) prefixed with `--config FILE: ` when an option it names came
+    from the --config file of `argv` (as expand_config_argv returned it), and not the command line."""
+    origin = _FILE_OPTIONS.get(tuple(argv or ()))
+    if origin is None:
+        return message
+    path, from_file = origin
+    named = {name.replace('-', '_') for name in re.findall(r'--([A-Za-z0-9_-]+)', message)}
+    return f'--config {path}: {message}' if named & from_file else message
 
 
 def expand_config_argv(argv, parser):
@@ -81,4 +125,9 @@ def expand_config_argv(argv, parser):
         index += 1
     if len(files) > 1:
         raise ConfigFileError(f'{CONFIG_OPTION} given {len(files)} times ({", ".join(files)}); give one file')
-    return (config_file_tokens(files[0], parser) if files else []) + rest
+    if not files:
+        return rest
+    tokens = config_file_tokens(files[0], parser)
+    expanded = tokens + rest
+    _FILE_OPTIONS[tuple(expanded)] = (files[0], _option_names(tokens) - _option_names(rest))
+    return expanded
