@@ -15,7 +15,7 @@ from datasets.demo import DEMO_CODE, DEMO_ENCODER
 from datasets.encoders import DEFAULT_IMG_ENCODER, DEFAULT_LANGUAGE_ENCODER
 from datasets.image_features import MISSING_IMAGE_POLICIES
 from datasets.item_text import parse_text_fields  # one parser for train.py and the feature builder
-from utils.config_file import ConfigFileError, expand_config_argv
+from utils.config_file import ConfigFileError, expand_config_argv, name_config_file
 from utils.paper import PAPER_SIZES
 from utils.retired_options import add_retired_options, pop_retired_options
 
@@ -191,6 +191,8 @@ def build_parser():
                      help='run folder; default experiments/<branch>/lru/<code>_dp<dropout>_rmin<r_min>_<time>')
     run.add_argument('--resume', type=str, default=None,
                      help="a run folder to continue, or 'auto' for --export_root")
+    _add_bool(run, 'accept_changed_inputs', False, 'with --resume: go on although the dataset or a feature table '
+              'differs from what the run was trained on (RUN/inputs.json; said in the log and the metrics files)')
     return p
 
 
@@ -289,8 +291,9 @@ def expand_config(argv):
 def parse_args(argv=None):
     """Parse `argv` (a list; None means no arguments, not sys.argv) into a validated namespace."""
     parser = build_parser()
-    args = parser.parse_args(expand_config(argv))
+    argv = expand_config(argv)
+    args = parser.parse_args(argv)
     try:
         return finalize(args)
     except ConfigError as error:
-        parser.error(str(error))
+        parser.error(name_config_file(str(error), argv))

@@ -13,6 +13,11 @@ while the floor keeps the nearly empty ones (noise, or none at all when N < d) f
 The input is an (N + 1, d) float32 tensor whose row 0 is the zero padding row; the statistics use the
 item rows 1..N only, row 0 stays exactly zero, and the arithmetic is float64 (deterministic). The map
 is one affine map applied to unique rows, so items with identical features stay identical.
+
+A run records what the transform did (`preprocessing_signature`: three sums of the output, which the
+statistics decide for a given table) so that a later load can tell whether the same statistics were
+applied (trainer/input_fingerprint.py). They are compared to a relative 1e-6, not bit for bit: the float64
+eigendecomposition may round its last bits differently on another CPU or BLAS.
 """
 import torch
 
@@ -20,6 +25,7 @@ from datasets.features import FeatureTableError
 
 PREPROCESSING = ('none', 'centre', 'whiten')
 EIGENVALUE_FLOOR = 0.01  # times the mean eigenvalue of the item covariance
+SIGNATURE_TOLERANCE = 1e-6  # relative; rounding moves these float64 sums by about 1e-9
 
 
 def preprocess_features(table, method, name='feature table'):
@@ -62,3 +68,20 @@ def _whiten(centred, weights, mean_squared_norm):
     whitened = centred @ zca
     scale = (mean_squared_norm / float(weights @ whitened.pow(2).sum(1))) ** 0.5
     return whitened * scale
+
+
+def preprocessing_signature(table, processed):
+    """{'sum_of_squares', 'sum_of_abs', 'inner_product_with_input'} of the transformed item rows, in
+    float64: the scale, the spread over the coordinates and the rotation of what the statistics did.
+    `table` is the (N + 1, d) input, `processed` what preprocess_features made of it."""
+    rows, inputs = processed[1:].double(), table[1:].double()
+    return {'sum_of_squares': float(rows.pow(2).sum()), 'sum_of_abs': float(rows.abs().sum()),
+            'inner_product_with_input': float((rows * inputs).sum())}
+
+
+def same_signature(recorded, current):
+    """Whether two preprocessing_signature results agree to SIGNATURE_TOLERANCE."""
+    if set(recorded) != set(current):
+        return False
+    return all(abs(recorded[key] - current[key]) <= SIGNATURE_TOLERANCE * max(abs(recorded[key]), abs(current[key]), 1e-12)
+               for key in current)

@@ -12,9 +12,10 @@ from trainer.trained_run import load_trained_run
 RUN_ERRORS = (CheckpointError, SizeError, DataError, FeatureTableError)
 
 
-def export_run(export_root, size, data_root=None, keep_features=False, loaded=None):
+def export_run(export_root, size, data_root=None, keep_features=False, loaded=None, accept_changed_inputs=False):
     """build_export for a run folder; `loaded` = load_trained_run's result, to reuse it across sizes."""
-    args, data, model = loaded if loaded is not None else load_trained_run(export_root, data_root)
+    args, data, model = (loaded if loaded is not None
+                         else load_trained_run(export_root, data_root, accept_changed_inputs))
     catalogue = read_catalogue(data.data_dir, data.id2item, data.num_items)
     return build_export(model, size, catalogue, args.lru_max_len, keep_features, run_source(export_root, args),
                         run_metrics(export_root, size))
@@ -37,8 +38,8 @@ def check_run_size(export_root, size):
     size_position(read_run_config(export_root)['mrl_hidden_sizes'], size)
 
 
-def load_run_size(export_root, size, data_root=None, device='cpu'):
+def load_run_size(export_root, size, data_root=None, device='cpu', accept_changed_inputs=False):
     """The size-`size` model of a run, exactly as its export file would load."""
     check_run_size(export_root, size)
-    return model_from_export(export_run(export_root, size, data_root), device,
-                             source=best_checkpoint_path(export_root))
+    bundle = export_run(export_root, size, data_root, accept_changed_inputs=accept_changed_inputs)
+    return model_from_export(bundle, device, source=best_checkpoint_path(export_root))

@@ -1,6 +1,6 @@
 """A run folder without training, for the tests of export, recommend and params.
 
-It holds args.yaml and a best checkpoint of randomised weights: every parameter except the LRU's
+It holds args.yaml, inputs.json (what the run was trained on) and a best checkpoint of randomised weights: every parameter except the LRU's
 ring-initialised eigenvalues is redrawn, imaginary parts and LayerNorm affines included, so that
 a slicing mistake anywhere changes the scores.
 """
@@ -10,7 +10,7 @@ import torch
 
 from config import parse_args
 from trainer.run_inputs import build_model, load_data
-from trainer.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY
+from trainer.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY, write_inputs_record
 from utils.io import write_json, write_yaml
 
 SIZES = [4, 8, 16, 32]
@@ -41,6 +41,7 @@ def make_run(run_dir, data_root, sizes=SIZES, extra_args=(), seed=0):
     data, _, features = load_data(args)
     model = randomise(build_model(args, data.num_items, features), seed)
     write_yaml(run_dir / 'args.yaml', {k: v for k, v in vars(args).items() if not k.startswith('resolved_')})
+    write_inputs_record(run_dir, args.resolved_inputs.fingerprint)
     (run_dir / 'models').mkdir(parents=True, exist_ok=True)
     torch.save({STATE_DICT_KEY: model.state_dict()}, run_dir / 'models' / BEST_CHECKPOINT)
     write_json(run_dir / 'test_mrl_metrics.json',

@@ -7,17 +7,22 @@ run; `saved_run_args` gives a finished run's options (eval.py, export.py) with a
 from pathlib import Path
 
 from config import ConfigError, build_parser, expand_config, finalize, parse_args
-from trainer.run_folder import ARGS_FILE, read_run_config, read_saved_config, recent_checkpoint_path, write_run_config
+from utils.config_file import name_config_file
+from trainer.run_folder import (ARGS_FILE, read_run_config, read_saved_config, recent_checkpoint_path,
+                                write_inputs_record, write_run_config)
 from utils.retired_options import without_retired
 
 # Options that may differ between a run and its resumption without changing what is computed.
 RESUMABLE_DIFFERENCES = {'resume', 'device', 'num_workers', 'use_wandb', 'use_tensorboard', 'data_root',
                          'feature_dir', 'image_root', 'export_root', 'feature_batch_size', 'compile',
-                         'loss_item_chunk'}
+                         'accept_changed_inputs', 'loss_item_chunk'}
+# Options of one command, never saved with the run: a resume must not accept changed inputs because an
+# earlier one did (RUN/inputs.json keeps what was accepted).
+COMMAND_ONLY = {'accept_changed_inputs'}
 
 
 def config_dict(args):
-    return {k: v for k, v in vars(args).items() if not k.startswith('resolved_')}
+    return {k: v for k, v in vars(args).items() if not k.startswith('resolved_') and k not in COMMAND_ONLY}
 
 
 def with_new_defaults(saved):
@@ -43,6 +48,8 @@ def resume_arguments(argv):
     argv = expand_config(argv)  # the raw parsers below must see the file's options
     args = parse_args(argv)
     if not args.resume:
+        if args.accept_changed_inputs:  # a new run has no inputs of its own yet to differ from
+            raise ConfigError('--accept_changed_inputs goes with --resume: a new run records the inputs it starts on.')
         return args
     explicit_root = build_parser().parse_args(argv).export_root
     if args.resume == 'auto':
@@ -64,19 +71,25 @@ def resume_arguments(argv):
                           f'{explicit_root} names another. Drop --export_root, or use --resume auto '
                           f'--export_root {explicit_root} to continue (or start) the run there.')
     parser = build_parser()
-    defaults = {k: v for k, v in without_retired(saved).items() if k not in ('resume', 'export_root')}
+    defaults = {k: v for k, v in without_retired(saved).items() if k not in ('resume', 'export_root', *COMMAND_ONLY)}
     if isinstance(defaults.get('mrl_hidden_sizes'), list):
         defaults['mrl_hidden_sizes'] = ','.join(str(s) for s in defaults['mrl_hidden_sizes'])
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
     args.export_root = str(root)
-    return finalize(args)
+    try:
+        return finalize(args)
+    except ConfigError as error:
+        raise ConfigError(name_config_file(str(error), argv)) from None
 
 
-def prepare_run_folder(args, write=True):
+def prepare_run_folder(args, write=True, lock=None):
     """Write args.yaml, refusing a folder that holds a different run's configuration. Under torchrun
-    every rank checks (so that all stop together) and rank 0 alone writes."""
+    every rank checks (so that all stop together) and rank 0 alone writes. The writer first takes
+    `lock` (run_folder.RunFolderLock), so that the folder is read and written by one train.py only."""
     root = Path(args.export_root)
+    if write and lock is not None:
+        lock.acquire()  # RunFolderBusyError when a live train.py writes this folder
     current = config_dict(args)
     previous = read_saved_config(root)
     if previous is not None:
@@ -90,6 +103,15 @@ def prepare_run_folder(args, write=True):
                              f'or choose another --export_root.')
     if write:
         write_run_config(root, current)
+        record_inputs(args)
+
+
+def record_inputs(args):
+    """RUN/inputs.json, what the run trains on (trainer/input_fingerprint.py): written when the run starts, and
+    when a resume records a run from before such records or goes on with --accept_changed_inputs."""
+    loaded = getattr(args, 'resolved_inputs', None)  # None: a configuration whose inputs were not loaded
+    if loaded is not None and loaded.record_due:
+        write_inputs_record(args.export_root, loaded.fingerprint)
 
 
 def saved_run_args(export_root, overrides):

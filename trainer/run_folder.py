@@ -1,6 +1,8 @@
 """The run folder: what a run writes where, and the one place that reads it back.
 
     RUN/args.yaml                         the run's options, written before training (run_config.py)
+    RUN/inputs.json                       what the run was trained on: dataset, feature tables, preprocessing
+                                          (its fingerprint, trainer/input_fingerprint.py; docs/resume.md, "Inputs")
     RUN/environment.yaml, RUN/train.log   what ran where, and what was printed (utils/)
     RUN/models/best_acc_model.pth         the best epoch's weights (tested, exported)
     RUN/models/checkpoint-recent.pth      everything a resume needs; written last at each epoch end
@@ -8,12 +10,17 @@
     RUN/test_metrics.json                 the largest size's test metrics
     RUN/test_mrl_metrics.json             {size: metrics} for every size
     RUN/test_mrl_metrics_by_popularity.json   the same ranks by target popularity (trainer/popularity.py)
+    RUN/.train.lock                       locked by the train.py that writes RUN (RunFolderLock)
 
 A suffix ('_masked', '_unmasked') names the metrics files of another protocol than the run's.
 Everything that writes or reads these files goes through the names and functions here.
 """
+import fcntl
 import json
+import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -30,6 +37,9 @@ STATE_DICT_KEY = 'model_state_dict'  # the model's weights in either checkpoint
 METRICS_FILE = 'test_mrl_metrics'  # + suffix + '.json': {size: metrics}
 LARGEST_METRICS_FILE = 'test_metrics'  # + suffix + '.json': the largest size's metrics
 POPULARITY_FILE = 'test_mrl_metrics_by_popularity'  # + suffix + '.json'
+INPUTS_FILE = 'inputs.json'
+# In the metrics files of a test on inputs other than the run's (--accept_changed_inputs): what differed.
+ACCEPTED_CHANGES_KEY = 'accepted_input_changes'
 
 
 class RunFolderError(OSError):
@@ -94,17 +104,54 @@ def read_run_config(root):
 
 
 def read_test_metrics(root, suffix=''):
-    """{size (a string): metrics} of the run's test, or None when it was not tested."""
+    """{size (a string): metrics} of the run's test, or None when it was not tested (without the
+    note of accepted input changes: read_accepted_input_changes)."""
     path = metrics_path(root, suffix)
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    return {key: value for key, value in json.loads(path.read_text()).items() if key != ACCEPTED_CHANGES_KEY}
 
 
-def write_test_metrics(root, by_size, popularity_report, suffix=''):
-    """The three metrics files: every size, the largest size, and every size by target popularity."""
+def read_accepted_input_changes(root, suffix=''):
+    """What differed from the run's inputs when its metrics file was written (--accept_changed_inputs), [] when
+    nothing did."""
+    path = metrics_path(root, suffix)
+    return json.loads(path.read_text()).get(ACCEPTED_CHANGES_KEY, []) if path.exists() else []
+
+
+def write_test_metrics(root, by_size, popularity_report, suffix='', accepted_input_changes=()):
+    """The three metrics files: every size, the largest size, and every size by target popularity.
+    `accepted_input_changes` (test inputs other than the run's, let through by --accept_changed_inputs)
+    goes into each of them, so that no reader takes these numbers for the run's own."""
     largest = str(max(int(size) for size in by_size))
-    write_json(metrics_path(root, suffix), by_size)
-    write_json(Path(root) / f'{LARGEST_METRICS_FILE}{suffix}.json', by_size[largest])
-    write_json(popularity_path(root, suffix), popularity_report)
+    note = {ACCEPTED_CHANGES_KEY: list(accepted_input_changes)} if accepted_input_changes else {}
+    write_json(metrics_path(root, suffix), {**by_size, **note})
+    write_json(Path(root) / f'{LARGEST_METRICS_FILE}{suffix}.json', {**by_size[largest], **note})
+    write_json(popularity_path(root, suffix), {**popularity_report, **note})
+
+
+def inputs_path(root):
+    return Path(root) / INPUTS_FILE
+
+
+def read_inputs_record(root):
+    """RUN/inputs.json, the record of what the run was trained on, or None for a run from before such
+    records; CheckpointError when it cannot be read."""
+    path = inputs_path(root)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        record = error
+    if not isinstance(record, dict) or not isinstance(record.get('dataset'), dict):
+        raise CheckpointError(f'{path} is not a record of the run\'s inputs written by train.py ({record}). Restore '
+                              f'it, or delete it to use the run without checking its inputs.')
+    return record
+
+
+def write_inputs_record(root, record):
+    write_json(inputs_path(root), record)
 
 
 def torch_load(path, map_location='cpu'):
@@ -186,3 +233,89 @@ def write_run_config(root, config):
         raise
     except OSError as error:  # e.g. a folder in /proc, or one made read-only since the probe
         raise _cannot_write(root, error) from None
+
+
+# ---- one writer per run folder (docs/resume.md, "One run folder, one writer") --------------------------
+LOCK_FILE = '.train.lock'  # JSON {"pid": ..., "host": ...} of the train.py that holds the lock
+
+
+class RunFolderBusyError(RunFolderError):
+    """Another live train.py writes the run folder."""
+
+
+def _lock_holder(handle):
+    """'pid 123 on host h' from an open lock file; the holder writes it just after locking, so a
+    moment's wait covers the gap."""
+    for _ in range(20):
+        handle.seek(0)
+        text = handle.read().strip()
+        if text:
+            try:
+                holder = json.loads(text)
+                return f'pid {int(holder["pid"])} on host {holder["host"]}'
+            except (ValueError, KeyError, TypeError):
+                return f'{text[:80]!r}'
+        time.sleep(0.05)
+    return 'a process that has not written its pid yet'
+
+
+class RunFolderLock:
+    """An exclusive fcntl.flock on RUN/.train.lock, held while a train.py writes RUN, so that a second
+    train.py (with or without --resume) stops at once instead of writing the same files. The OS
+    releases the lock when its process ends, however it ends: a run killed with SIGKILL never blocks
+    its own resume, and no stale file has to be judged. The file stays (deleting a lock file races
+    with the next locker); only the lock on it counts. `enabled=False` (ranks other than 0 under
+    torchrun) makes every call a no-op."""
+
+    def __init__(self, root, enabled=True):
+        self.root = Path(root)
+        self.path = self.root / LOCK_FILE
+        self.enabled = enabled
+        self._handle = None
+
+    @property
+    def held(self):
+        return self._handle is not None
+
+    def acquire(self, create=True):
+        """Take the lock, or raise RunFolderBusyError naming the process that holds it. With
+        create=False nothing is created: a folder without a lock file is left alone (returns False),
+        so that the lock can be tried before the data has been checked."""
+        if not self.enabled or self.held:
+            return True
+        try:
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(self.path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+        except OSError as error:
+            if not create and isinstance(error, FileNotFoundError):
+                return False
+            raise _cannot_write(self.root, error) from None
+        handle = os.fdopen(descriptor, 'r+', encoding='utf-8')
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(handle)
+            handle.close()
+            raise RunFolderBusyError(
+                f'{self.root} is in use: another train.py ({holder}) is writing it, and a run folder has one '
+                f'writer. Wait for that run to end, or stop it and continue it with '
+                f'`python train.py --resume {self.root}`; to train another run, choose another --export_root.'
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({'pid': os.getpid(), 'host': socket.gethostname()}) + '\n')
+        handle.flush()
+        self._handle = handle
+        return True
+
+    def release(self):
+        if self._handle is not None:
+            self._handle.close()  # closing the last descriptor releases the flock
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()

@@ -1,20 +1,19 @@
 """A trained run loaded back from its run folder: the full model with the best weights (eval.py,
 export.py), or a Trainer restored from the recent checkpoint (train.py --resume)."""
-from datasets.demo import DEMO_CODE, ensure_demo
-from datasets.p5 import load_p5
 from trainer.run_config import config_differences, saved_run_args
 from trainer.run_folder import CheckpointError, load_best_weights, torch_load
-from trainer.run_inputs import build_model, dataset_dir, load_features
+from trainer.run_inputs import build_model, load_run_inputs
 from trainer.trainer import RESUME_KEYS
 
 
-def load_trained_run(export_root, data_root=None):
-    """(run configuration, SequenceData, full model with the best checkpoint's weights, eval mode)."""
-    args = saved_run_args(export_root, {'data_root': data_root})
-    if args.dataset_code == DEMO_CODE:
-        ensure_demo(dataset_dir(args), seed=0)
-    data = load_p5(dataset_dir(args))
-    model = build_model(args, data.num_items, load_features(args, data.num_items))
+def load_trained_run(export_root, data_root=None, accept_changed_inputs=False):
+    """(run configuration, SequenceData, full model with the best checkpoint's weights, eval mode).
+
+    The dataset and feature tables must be those the run was trained on (RUN/inputs.json), unless
+    `accept_changed_inputs`; notices go to standard error, and no feature table is built."""
+    args = saved_run_args(export_root, {'data_root': data_root, 'accept_changed_inputs': accept_changed_inputs or None})
+    data, features = load_run_inputs(args, trained_run=True)
+    model = build_model(args, data.num_items, features)
     load_best_weights(model, export_root, 'cpu')
     return args, data, model.eval()
 
