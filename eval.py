@@ -5,8 +5,10 @@
     python eval.py                                # every run under experiments/ that lacks the file
     python eval.py --export_root RUN --eval_mode plot   # PNG plots of each metric against size
     python eval.py --export_root RUN --eval_mode summary   # size_summary.md: metrics, parameters, file size
-    python eval.py --export_root RUN --ties last  # targets behind the items scored exactly like them:
-                                                  # test_mrl_metrics_ties_last.json (docs/content_features.md, Ties)
+    python eval.py --export_root RUN --ties last  # targets behind the items scored exactly like them (the
+                                                  # lower bound): test_mrl_metrics_ties_last.json; --ties first,
+                                                  # ahead of them (the upper bound): *_ties_first.json
+                                                  # (docs/content_features.md, Ties)
 
 Testing also writes size_summary.md: per size, the metrics next to the size-s model's parameter
 count and its export file's size (export.py), so that a user can pick the size that fits.
@@ -22,7 +24,7 @@ from deploy.catalogue import read_catalogue
 from deploy.export_format import size_summary
 from deploy.run_export import run_source
 from trainer.final_evaluation import evaluate_best_checkpoint, print_popularity_table, print_table
-from trainer.metrics import TIE_RULES
+from trainer.metrics import DEFAULT_TIES, TIE_RULES
 from trainer.run_config import saved_run_args
 from trainer.run_folder import CheckpointError, find_runs, metrics_path, read_run_config, read_test_metrics
 from trainer.run_inputs import build_model, load_data
@@ -34,6 +36,7 @@ from utils.runtime import DeviceError, resolve_device
 # What stops an evaluation with one line: a bad run folder, checkpoint (NaN weights included), data,
 # feature table, device or option, or a full disk (the files written before are intact).
 USER_ERRORS = (CheckpointError, DataError, FeatureTableError, DeviceError, ConfigError, DiskFullError)
+INTERRUPTED_STATUS = 130  # the shell's status for a process stopped by SIGINT (as train.py)
 
 
 def parse_eval_args(argv):
@@ -47,12 +50,17 @@ def parse_eval_args(argv):
     p.add_argument('--mask_history', type=str2bool, nargs='?', const=True, default=None,
                    help="override the run's --mask_history")
     p.add_argument('--force', action='store_true', help='re-evaluate runs that already have results')
-    p.add_argument('--ties', choices=TIE_RULES, default='first',
-                   help='where a target stands among items scored exactly like it: first (the default, as in '
-                        'training) or last (with --eval_mode test; writes *_ties_last.json files)')
+    p.add_argument('--accept_changed_inputs', action='store_true',
+                   help='test although the dataset or a feature table differs from what the run was trained on '
+                        '(RUN/inputs.json); said on standard error and in the metrics files')
+    p.add_argument('--ties', choices=TIE_RULES, default=DEFAULT_TIES,
+                   help='how a target ranks among items scored exactly like it: expected (the default, as in '
+                        'training: the mean over a random order of the tied items), first (ahead of them, the '
+                        'upper bound) or last (behind them, the lower bound); first and last with --eval_mode '
+                        'test, writing *_ties_first.json / *_ties_last.json files')
     options = p.parse_args(argv)
-    if options.ties != 'first' and options.eval_mode != 'test':
-        p.error('--ties last writes its own test files: use it with --eval_mode test')
+    if options.ties != DEFAULT_TIES and options.eval_mode != 'test':
+        p.error(f'--ties {options.ties} writes its own test files: use it with --eval_mode test')
     return options
 
 
@@ -68,24 +76,25 @@ def evaluate_run(export_root, options):
     if options.eval_mode == 'summary':
         if not metrics_path(export_root).exists() or options.force:
             return evaluate_run(export_root, argparse.Namespace(**{**vars(options), 'eval_mode': 'test'}))
-        args, data, model = load_trained_run(export_root, options.data_root)
+        args, data, model = load_trained_run(export_root, options.data_root, options.accept_changed_inputs)
         by_size = read_test_metrics(export_root)
         write_size_summary(export_root, args, data, model, by_size)
         return by_size
-    args = saved_run_args(export_root, {'data_root': options.data_root, 'mask_history': options.mask_history})
+    args = saved_run_args(export_root, {'data_root': options.data_root, 'mask_history': options.mask_history,
+                                        'accept_changed_inputs': options.accept_changed_inputs or None})
     device = resolve_device(options.device)
     args.resolved_device = str(device)
-    data, splits, features = load_data(args)
+    data, splits, features = load_data(args, trained_run=True)  # checked against RUN/inputs.json
     model = build_model(args, data.num_items, features).to(device)
     # Another protocol than the run's goes to its own files, e.g. test_mrl_metrics_masked.json.
     run_masks = bool(read_run_config(export_root).get('mask_history', False))
     suffix = '' if args.mask_history == run_masks else ('_masked' if args.mask_history else '_unmasked')
-    ties = getattr(options, 'ties', 'first')
-    suffix += '' if ties == 'first' else f'_ties_{ties}'  # the run's own files keep the training's rule
+    ties = getattr(options, 'ties', DEFAULT_TIES)
+    suffix += '' if ties == DEFAULT_TIES else f'_ties_{ties}'  # the run's own files keep the training's rule
     by_size = evaluate_best_checkpoint(args, model, splits['test'], export_root, device, suffix=suffix,
                                        training_examples=splits['train'], ties=ties)
     protocol = ('history masked' if args.mask_history else 'history not masked') + (
-        '' if ties == 'first' else f', targets {ties} among equal scores')
+        '' if ties == DEFAULT_TIES else f', targets {ties} among equal scores')
     print_table(by_size, f'{export_root}: test metrics ({protocol}), every size')
     print_popularity_table(export_root, suffix)
     if suffix:
@@ -108,6 +117,16 @@ def write_size_summary(export_root, args, data, model, by_size):
 
 def main(argv=None):
     options = parse_eval_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return evaluate_runs(options)
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status, as train.py
+        print('interrupted (Ctrl-C); every file eval.py writes is replaced whole, so the run being tested keeps its '
+              'earlier metrics files, if any. Run the same command again to finish.', file=sys.stderr)
+        raise SystemExit(INTERRUPTED_STATUS) from None
+
+
+def evaluate_runs(options):
+    """Evaluate --export_root, or every run under --experiments_root that needs it."""
     if options.export_root:
         try:
             return evaluate_run(options.export_root, options)

@@ -12,6 +12,7 @@ import torch
 from config import parse_args
 from model.reference import reference_loss, reference_ranks
 from trainer.evaluate import evaluate_ranks
+from trainer.metrics import BEST
 from trainer.trainer import Trainer
 from utils.runtime import autocast
 
@@ -59,11 +60,12 @@ def reference_loss_and_grads(trainer, indices):
 
 
 def fast_eval(model, examples, num_sizes, batch_size, device, amp, users=None):
-    """(M, U) ranks of the first `users` users by the project's evaluator (one pass)."""
+    """(M, U) ranks of the first `users` users by the project's evaluator (one pass): each target's best
+    rank (ahead of its ties), which is the reference's stable-sort rank wherever nothing ties."""
     _, inputs, targets, histories = examples
     users = len(inputs) if users is None else users
     return evaluate_ranks(model, inputs[:users], targets[:users], histories[:users], num_sizes, batch_size,
-                          device, amp=amp, progress=False)
+                          device, amp=amp, progress=False)[..., BEST]
 
 
 def reference_eval_batch(model, examples, start, batch_size, device):

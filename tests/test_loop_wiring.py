@@ -11,13 +11,15 @@ from tests.fake_run import copy_demo, make_run, randomise
 from tests.test_training_loop import BATCH, NUM_USERS, make_trainer
 from trainer.evaluate import evaluate
 from trainer.final_evaluation import evaluate_best_checkpoint
+from trainer.metrics import TIED_SHARE
 from trainer.run_folder import RECENT_CHECKPOINT, STATE_DICT_KEY, popularity_path
 from trainer.run_inputs import build_model, load_data
 
 
 def flat(by_size):
     """{(size, metric): value}, sizes as ints (pytest.approx compares flat mappings only)."""
-    return {(int(size), name): value for size, metrics in by_size.items() for name, value in metrics.items()}
+    return {(int(size), name): value for size, metrics in by_size.items() for name, value in metrics.items()
+            if name != TIED_SHARE}
 
 
 def test_each_epoch_trains_every_user_once_in_an_order_of_its_own(tmp_path, monkeypatch):
@@ -110,3 +112,54 @@ def test_popularity_buckets_count_the_target_among_training_labels_only(tmp_path
     import eval as eval_script
     eval_script.main(['--export_root', str(run), '--force', '--device', 'cpu'])
     assert json.loads(popularity_path(run).read_text())['users'] == report['users']
+
+
+def test_eval_and_export_score_a_whitened_run_with_whitened_features(tmp_path, demo_root):
+    """The expected metrics come from features whitened here, independently of the load path that
+    eval.py and export.py share with the fake run (a bug there would fool a comparison with it)."""
+    from datasets.feature_preprocessing import preprocess_features
+    from trainer.run_folder import load_best_weights, read_test_metrics
+    from trainer.run_inputs import load_raw_features
+    from trainer.trained_run import load_trained_run
+    import eval as eval_script
+    data_root, run = copy_demo(demo_root, tmp_path / 'data'), tmp_path / 'run'
+    options = ['--feature_preprocessing', 'whiten']
+    make_run(run, data_root, extra_args=options)
+    args = parse_args(['--dataset_code', 'demo', '--data_root', str(data_root), '--export_root', str(run),
+                       '--mrl_hidden_sizes', '4,8,16,32', *options])
+    data, splits, _ = load_data(args, say=lambda _: None)
+    raw = load_raw_features(args, data.num_items)
+    by_hand = {m: None if t is None else preprocess_features(t, 'whiten', m) for m, t in raw.items()}
+    expected, unwhitened = [], []
+    for tables, out in ((by_hand, expected), (raw, unwhitened)):
+        model = build_model(args, data.num_items, tables)
+        load_best_weights(model, run, 'cpu')
+        out.append(evaluate(model.eval(), splits['test'], args.mrl_hidden_sizes, args.metric_ks, progress=False))
+    assert flat(expected[0]) != pytest.approx(flat(unwhitened[0]), abs=1e-9)  # whitening matters here
+    eval_script.main(['--export_root', str(run), '--force', '--device', 'cpu'])
+    assert flat(read_test_metrics(run)) == pytest.approx(flat(expected[0]), abs=1e-12)
+    # export.py, recommend.py and the size summary load through load_trained_run: the same features
+    _, _, loaded = load_trained_run(run)
+    assert flat(evaluate(loaded, splits['test'], args.mrl_hidden_sizes, args.metric_ks, progress=False)) == \
+        pytest.approx(flat(expected[0]), abs=1e-12)
+
+
+def test_masking_the_history_never_masks_a_repeated_target():
+    """A user who bought the target before: with --mask_history the other history items leave the
+    ranking, the target stays rankable, and its best and worst ranks are those of a copy in which
+    only the other history items are set to -inf."""
+    from trainer.evaluate import excluded_items
+    from trainer.metrics import BEST, WORST, target_ranks
+    histories = torch.tensor([[3, 5, 7, 0], [2, 2, 4, 4]])
+    targets = torch.tensor([5, 4])
+    excluded = excluded_items(histories, targets)
+    assert [sorted(i for i in row.tolist() if i >= 0) for row in excluded] == [[0, 3, 7], [0, 2]]
+    scores = torch.tensor([[0.0, 1.0, 2.0, 9.0, 3.0, 5.0, 6.0, 8.0],
+                           [0.0, 1.0, 9.0, 2.0, 6.0, 6.0, 3.0, 7.0]])
+    ranks = target_ranks(scores, targets, excluded)
+    copy = scores.clone()
+    copy[0, [0, 3, 7]] = float('-inf')
+    copy[1, [0, 2]] = float('-inf')
+    assert torch.equal(ranks, target_ranks(copy, targets))
+    # row 0: item 6 is the only unmasked item above 5 -> rank 2; row 1: 7 above, 5 ties -> ranks 2..3
+    assert ranks[:, BEST].tolist() == [2, 2] and ranks[:, WORST].tolist() == [2, 3]

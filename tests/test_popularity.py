@@ -12,6 +12,7 @@ import eval as eval_script
 import train as train_script
 from datasets.p5 import split_examples
 from trainer.evaluate import metrics_from_ranks
+from trainer.metrics import TIED_SHARE, exact_ranks
 from trainer.popularity import BUCKETS, bucket_indices, popularity_report, popularity_table, target_counts
 
 # max_len 25: user 4's training part has 28 items, so its first three (item 6) are never a training label.
@@ -47,8 +48,8 @@ def test_counts_are_occurrences_among_the_training_labels_and_map_to_buckets():
 def test_hand_computed_metrics_per_bucket():
     splits = small_split()
     targets = splits['test'][2]
-    ranks = torch.tensor([[1, 3, 2, 1, 5, 2],     # size 8, users 1..6
-                          [4, 1, 1, 7, 2, 1]])    # size 16
+    ranks = exact_ranks(torch.tensor([[1, 3, 2, 1, 5, 2],     # size 8, users 1..6
+                                      [4, 1, 1, 7, 2, 1]]))   # size 16
     report = popularity_report(ranks, [8, 16], [1, 2], target_counts(splits['train'][1], targets), targets)
     assert report['buckets'] == {'0': [0, 0], '1-4': [1, 4], '5-19': [5, 19], '20+': [20, None]}
     assert report['users'] == {'0': 2, '1-4': 2, '5-19': 1, '20+': 1}
@@ -56,7 +57,7 @@ def test_hand_computed_metrics_per_bucket():
     ndcg2 = 1 / math.log2(3)
     # with ranks of 1 or more than 2, Recall@1 = NDCG@1 = MRR@1
     metrics = lambda r1, n2, m2, rec2: {'Recall@1': r1, 'NDCG@1': r1, 'MRR@1': r1,
-                                        'Recall@2': rec2, 'NDCG@2': n2, 'MRR@2': m2}
+                                        'Recall@2': rec2, 'NDCG@2': n2, 'MRR@2': m2, TIED_SHARE: 0.0}
     expected = {
         '8': {'0': metrics(0.5, (1 + ndcg2) / 2, 0.75, 1.0),     # ranks 1, 2
               '1-4': metrics(0.0, ndcg2 / 2, 0.25, 0.5),         # ranks 2, 5
@@ -70,7 +71,8 @@ def test_hand_computed_metrics_per_bucket():
     for size, buckets in expected.items():
         for bucket, values in buckets.items():
             assert report['by_size'][size][bucket] == pytest.approx(values, abs=1e-15), (size, bucket)
-    assert list(report['by_size']['8']['0']) == ['Recall@1', 'NDCG@1', 'MRR@1', 'Recall@2', 'NDCG@2', 'MRR@2']
+    assert list(report['by_size']['8']['0']) == ['Recall@1', 'NDCG@1', 'MRR@1', 'Recall@2', 'NDCG@2', 'MRR@2',
+                                                 TIED_SHARE]
 
 
 def weighted_means(report, size):
@@ -83,15 +85,20 @@ def weighted_means(report, size):
 def test_user_weighted_bucket_means_equal_the_overall_metrics_and_empty_buckets_are_null():
     generator = torch.Generator().manual_seed(0)
     users, sizes, ks = 500, [8, 16, 32], [5, 10, 20, 50]
-    ranks = torch.randint(1, 80, (len(sizes), users), generator=generator)
+    best = torch.randint(1, 80, (len(sizes), users), generator=generator)
+    tied_others = torch.randint(0, 3, best.shape, generator=generator) * torch.randint(0, 2, best.shape,
+                                                                                         generator=generator)
+    ranks = torch.stack([best, best + tied_others], dim=-1)  # about a third of the targets tie
     counts = torch.randint(0, 20, (users,), generator=generator)  # no target reaches 20: '20+' is empty
     targets = torch.randint(1, 300, (users,), generator=generator)
     report = popularity_report(ranks, sizes, ks, counts, targets)
     overall = metrics_from_ranks(ranks, sizes, ks)
     assert sum(report['users'].values()) == users and report['users']['20+'] == 0 and report['items']['20+'] == 0
-    for size in sizes:
+    for row, size in enumerate(sizes):
         assert set(report['by_size'][str(size)]['20+'].values()) == {None}
-        assert weighted_means(report, str(size)) == pytest.approx(overall[size], rel=1e-12, abs=1e-15)
+        means = weighted_means(report, str(size))
+        assert means.pop(TIED_SHARE) == pytest.approx((tied_others[row] > 0).double().mean().item(), rel=1e-12)
+        assert means == pytest.approx(overall[size], rel=1e-12, abs=1e-15)
     json.dumps(report, allow_nan=False)  # null, never NaN
     table = popularity_table(report)
     assert '| 20+ | 0 | – | – |' in table and table.splitlines()[0] == '| bucket | users | NDCG@10 | Recall@10 |'
@@ -134,14 +141,16 @@ def test_eval_writes_the_popularity_file_with_the_protocol_suffix(sparse_demo_ru
     assert 'Size 16 by target popularity' in output and '| bucket | users | NDCG@10 | Recall@10 |' in output
 
 
-def test_eval_ties_last_writes_its_own_files_and_an_id_model_has_no_ties(sparse_demo_run):
+def test_eval_tie_bounds_write_their_own_files_and_an_id_model_has_no_ties(sparse_demo_run):
     run, by_size = sparse_demo_run
     written = (run / 'test_mrl_metrics.json').read_text()
-    eval_script.main(['--export_root', str(run), '--device', 'cpu', '--ties', 'last'])
-    assert (run / 'test_mrl_metrics.json').read_text() == written
-    last = json.loads((run / 'test_mrl_metrics_ties_last.json').read_text())
-    assert (run / 'test_mrl_metrics_by_popularity_ties_last.json').exists()
-    # a learned row per item: no two items score exactly alike, so both rules give the same metrics
-    assert last == json.loads(written)  # the same ranks, so the same sums, bit for bit
+    for bound in ('first', 'last'):
+        eval_script.main(['--export_root', str(run), '--device', 'cpu', '--ties', bound])
+        assert (run / 'test_mrl_metrics.json').read_text() == written
+        assert (run / f'test_mrl_metrics_by_popularity_ties_{bound}.json').exists()
+        # a learned row per item: no two items score exactly alike, so every rule gives the same
+        # metrics, bit for bit (the same ranks, so the same sums)
+        assert json.loads((run / f'test_mrl_metrics_ties_{bound}.json').read_text()) == json.loads(written)
+    assert {values[TIED_SHARE] for values in json.loads(written).values()} == {0.0}
     with pytest.raises(SystemExit):
         eval_script.parse_eval_args(['--export_root', str(run), '--ties', 'last', '--eval_mode', 'plot'])

@@ -8,6 +8,7 @@ import eval as eval_script
 import train as train_script
 from datasets.p5 import load_p5, split_examples
 from popularity_baseline import popularity_metrics
+from trainer.metrics import TIED_SHARE
 
 SIZES = '8,16,32,64'
 
@@ -27,7 +28,7 @@ def test_demo_run_writes_every_output(demo_run):
         assert (run / name).exists(), name
     mrl = json.loads((run / 'test_mrl_metrics.json').read_text())
     assert list(mrl) == ['8', '16', '32', '64'] and mrl == by_size
-    assert set(mrl['8']) == {f'{m}@{k}' for m in ('Recall', 'NDCG', 'MRR') for k in (5, 10, 20, 50)}
+    assert set(mrl['8']) == {f'{m}@{k}' for m in ('Recall', 'NDCG', 'MRR') for k in (5, 10, 20, 50)} | {TIED_SHARE}
     assert json.loads((run / 'test_metrics.json').read_text()) == mrl['64']
     assert yaml.safe_load((run / 'args.yaml').read_text())['mrl_hidden_sizes'] == [8, 16, 32, 64]
     assert len((run / 'logs' / 'logs.csv').read_text().strip().splitlines()) == 5  # header + 4 epochs

@@ -2,14 +2,15 @@
 last position is computed, and targets are ranked by counting (no sort).
 
 With `amp='bf16'` the table and the hidden states are computed in bf16 but the scores in fp32
-(FMRLRec.scores): bf16 scores would tie many items with the target, and ties count in
-the target's favour.
+(FMRLRec.scores): bf16 scores would tie many items with the target, and the metrics would read
+those ties as a random order of the tied items (trainer/metrics.py), not the order fp32 scores give.
 """
 import torch
 from tqdm import tqdm
 
 from model.packing import pack_last_position
-from trainer.metrics import UNRANKED, NonFiniteScoresError, metric_sums, ordered_metric_names, target_ranks
+from trainer.metrics import (BEST, DEFAULT_TIES, UNRANKED, NonFiniteScoresError, check_tie_rule, metric_sums,
+                             ordered_metric_names, target_ranks)
 from utils.runtime import autocast
 
 
@@ -21,21 +22,21 @@ def _to_device(tensor, device):
 
 
 def evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size=64, device='cpu',
-                   mask_history=False, amp='none', progress=True, description='eval', ties='first'):
-    """(M, U) 1-based rank of each user's target for every size, computed on `device`; `ties`:
-    trainer/metrics.target_ranks."""
+                   mask_history=False, amp='none', progress=True, description='eval'):
+    """(M, U, 2) best and worst 1-based rank of each user's target for every size, computed on
+    `device` (trainer/metrics.target_ranks; the tie rule is applied by metrics_from_ranks)."""
     if len(targets) and int(targets.min()) < 1:
         raise ValueError('evaluation targets must be item ids >= 1 (0 is the padding item)')
     with torch.no_grad():
         return _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, torch.device(device),
-                               mask_history, amp, progress, description, ties)
+                               mask_history, amp, progress, description)
 
 
 def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, device, mask_history, amp,
-                    progress, description, ties):
+                    progress, description):
     was_training = model.training
     model.eval()
-    ranks = torch.empty(num_sizes, len(inputs), dtype=torch.long, device=device)
+    ranks = torch.empty(num_sizes, len(inputs), 2, dtype=torch.long, device=device)
     with autocast(device, amp):
         table = model.item_table()
         if torch.is_tensor(table):
@@ -55,7 +56,7 @@ def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, de
         where = _to_device(users, device)
         with autocast(device, amp):
             for index, size_scores in enumerate(model.running_scores(packed, table, lru_inputs)):  # fp32 (B, N + 1)
-                ranks[index, where] = target_ranks(size_scores, batch_targets, ties, excluded)
+                ranks[index, where] = target_ranks(size_scores, batch_targets, excluded)
     model.train(was_training)
     return ranks
 
@@ -74,25 +75,27 @@ def excluded_items(histories, targets):
     return torch.cat([padding, items], dim=1)
 
 
-def metrics_from_ranks(ranks, sizes, ks):
-    """{size: {metric: mean over users}} from (M, U) ranks; NonFiniteScoresError, naming the sizes,
-    when some users could not be ranked (their scores were not finite)."""
+def metrics_from_ranks(ranks, sizes, ks, ties=DEFAULT_TIES):
+    """{size: {metric: mean over users}} from (M, U, 2) rank pairs, ties read by the rule `ties`
+    (trainer/metrics.TIE_RULES); NonFiniteScoresError, naming the sizes, when some users could not be
+    ranked (their scores were not finite)."""
+    check_tie_rule(ties)
     order = ordered_metric_names(ks)
     count = ranks.shape[1]
-    unranked = (ranks == UNRANKED).sum(dim=1).tolist()
+    unranked = (ranks[..., BEST] == UNRANKED).sum(dim=1).tolist()
     if any(unranked):
         raise NonFiniteScoresError({size: n for size, n in zip(sizes, unranked) if n}, count)
     result = {}
     for index, size in enumerate(sizes):
-        sums = metric_sums(ranks[index].cpu(), ks)
+        sums = metric_sums(ranks[index].cpu(), ks, ties)
         result[size] = {name: sums[name] / count for name in order}
     return result
 
 
 def evaluate(model, examples, sizes, ks, batch_size=64, device='cpu', mask_history=False, amp='none',
-             progress=True, description='eval'):
+             progress=True, description='eval', ties=DEFAULT_TIES):
     """examples: (users, inputs (U, L), targets (U,), histories (U, H)) from datasets.p5."""
     _, inputs, targets, histories = examples
     ranks = evaluate_ranks(model, inputs, targets, histories, len(sizes), batch_size, device,
                            mask_history, amp, progress, description)
-    return metrics_from_ranks(ranks, sizes, ks)
+    return metrics_from_ranks(ranks, sizes, ks, ties)

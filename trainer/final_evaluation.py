@@ -1,15 +1,18 @@
 """The final evaluation: test a run's best checkpoint at every size and write the run folder's metrics
-files (test_mrl_metrics.json, test_metrics.json, and by target popularity: trainer/popularity.py)."""
+files (test_mrl_metrics.json, test_metrics.json, and by target popularity: trainer/popularity.py).
+Beside each size's metrics, the files give the share of test targets scored exactly like another
+item (TIED_SHARE), whose metrics depend on the tie rule (docs/content_features.md, Ties)."""
 import json
 
 import torch
 
 from trainer.distributed import sharded_ranks
 from trainer.evaluate import evaluate_ranks, metrics_from_ranks
-from trainer.metrics import NonFiniteScoresError
+from trainer.metrics import DEFAULT_TIES, TIED_SHARE, NonFiniteScoresError, tied_share
 from trainer.popularity import popularity_report, popularity_table, target_counts
 from trainer.run_folder import (STATE_DICT_KEY, CheckpointError, best_checkpoint_path, load_best_weights,
                                 popularity_path, write_test_metrics)
+from trainer.run_inputs import accepted_input_changes
 from utils.report import metrics_table
 
 
@@ -30,19 +33,19 @@ def non_finite_checkpoint_message(error, path, state_dict):
 
 
 def evaluate_best_checkpoint(args, model, test_examples, export_root, device, progress=True, suffix='', *,
-                             training_examples, ties='first'):
+                             training_examples, ties=DEFAULT_TIES):
     """Evaluate the best checkpoint on the test split; writes the three JSON files and returns the metrics.
 
     `training_examples`: (tokens, labels) of the run's training split, whose labels give each test
     target's popularity. `suffix` names the files of another protocol than the run's (e.g. '_masked'
-    for test_mrl_metrics_masked.json when eval.py overrides --mask_history); `ties`: where a target
-    stands among items scored exactly like it (trainer/metrics.target_ranks)."""
-    checkpoint = load_best_weights(model, export_root, device)
+    for test_mrl_metrics_masked.json when eval.py overrides --mask_history); `ties`: how a target
+    ranks among items scored exactly like it (trainer/metrics.TIE_RULES)."""
+    checkpoint = load_best_weights(model, export_root, 'cpu')  # only the weights go on to the model's device
     _, inputs, targets, histories = test_examples
     ranks = evaluate_ranks(model, inputs, targets, histories, len(args.mrl_hidden_sizes), args.test_batch_size,
-                           device, args.mask_history, args.amp, progress=progress, description='test', ties=ties)
+                           device, args.mask_history, args.amp, progress=progress, description='test')
     return _results_or_checkpoint_error(args, ranks, test_examples, training_examples, export_root, suffix,
-                                        checkpoint, True)
+                                        checkpoint, True, ties)
 
 
 def evaluate_best_checkpoint_sharded(args, model, test_examples, training_examples, device, group):
@@ -56,29 +59,37 @@ def evaluate_best_checkpoint_sharded(args, model, test_examples, training_exampl
 
 
 def _results_or_checkpoint_error(args, ranks, test_examples, training_examples, export_root, suffix, checkpoint,
-                                 write):
+                                 write, ties=DEFAULT_TIES):
     try:
-        return results_from_ranks(args, ranks, test_examples, training_examples, export_root, suffix, write)
+        return results_from_ranks(args, ranks, test_examples, training_examples, export_root, suffix, write, ties)
     except NonFiniteScoresError as error:
         raise CheckpointError(non_finite_checkpoint_message(error, best_checkpoint_path(export_root),
                                                             checkpoint[STATE_DICT_KEY])) from None
 
 
-def results_from_ranks(args, ranks, test_examples, training_examples, export_root, suffix='', write=True):
-    """{size: metrics} from the (M, U) test ranks; with `write`, the three JSON files. The popularity
-    buckets split these same ranks, so they add up to the overall metrics."""
+def results_from_ranks(args, ranks, test_examples, training_examples, export_root, suffix='', write=True,
+                       ties=DEFAULT_TIES):
+    """{size: metrics and TIED_SHARE} from the (M, U, 2) test ranks under the tie rule `ties`; with
+    `write`, the three JSON files. The popularity buckets split these same ranks, so they add up to
+    the overall metrics."""
     sizes = list(args.mrl_hidden_sizes)
-    by_size = {str(size): values for size, values in metrics_from_ranks(ranks, sizes, args.metric_ks).items()}
+    metrics = metrics_from_ranks(ranks, sizes, args.metric_ks, ties)
+    shares = tied_share(ranks).tolist()
+    by_size = {str(size): {**metrics[size], TIED_SHARE: share} for size, share in zip(sizes, shares)}
     if write:
         targets = test_examples[2]
         report = popularity_report(ranks, sizes, args.metric_ks, target_counts(training_examples[1], targets),
-                                   targets)
-        write_test_metrics(export_root, by_size, report, suffix)
+                                   targets, ties)
+        write_test_metrics(export_root, by_size, report, suffix, accepted_input_changes(args))
     return by_size
 
 
 def print_table(by_size, title):
     print(f'\n{title}\n' + metrics_table(by_size))
+    tied = {size: values[TIED_SHARE] for size, values in by_size.items() if values.get(TIED_SHARE)}
+    if tied:  # the metrics of these targets are the tie rule's, not the model's order
+        print('Test targets scored exactly like another item (docs/content_features.md, Ties): '
+              + ', '.join(f'size {size} {100 * share:.1f}%' for size, share in tied.items()))
 
 
 def print_popularity_table(export_root, suffix=''):

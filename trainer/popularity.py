@@ -4,12 +4,13 @@ A target's count is its number of occurrences among the labels of the training e
 (datasets/p5.py `training_examples`): every user's sequence without its last two items (the
 validation and test targets), of which at most the last `lru_max_len` items, summed over all users.
 These are exactly the items the loss is computed on. Buckets of that count: `0` (never a training
-target), `1-4`, `5-19`, `20+`. The bucket metrics are computed from the same ranks as the overall
-metrics, so their user-weighted mean is the overall metric.
+target), `1-4`, `5-19`, `20+`. The bucket metrics are computed from the same ranks, under the same
+tie rule, as the overall metrics, so their user-weighted mean is the overall metric (and likewise
+for each bucket's share of tied targets).
 """
 import torch
 
-from trainer.metrics import metric_sums, ordered_metric_names
+from trainer.metrics import DEFAULT_TIES, TIED_SHARE, check_tie_rule, metric_sums, ordered_metric_names, tied_share
 
 # (name, lowest count, highest count or None for no bound); together they cover 0, 1, 2, ...
 BUCKETS = (('0', 0, 0), ('1-4', 1, 4), ('5-19', 5, 19), ('20+', 20, None))
@@ -44,10 +45,12 @@ def bucket_indices(counts):
     return index
 
 
-def popularity_report(ranks, sizes, ks, counts, targets):
-    """The by-popularity JSON: bucket bounds, users and distinct target items per bucket, and every
-    size's metrics per bucket. ranks: (M, U) as from trainer.evaluate.evaluate_ranks; counts, targets: (U,).
+def popularity_report(ranks, sizes, ks, counts, targets, ties=DEFAULT_TIES):
+    """The by-popularity JSON: bucket bounds, the tie rule, users and distinct target items per
+    bucket, and every size's metrics and share of tied targets per bucket. ranks: (M, U, 2) as from
+    trainer.evaluate.evaluate_ranks; counts, targets: (U,); ties: trainer/metrics.TIE_RULES.
     An empty bucket has users 0 and null metrics (JSON has no NaN)."""
+    check_tie_rule(ties)
     ranks, counts, targets = ranks.cpu(), counts.cpu(), targets.cpu()
     if ranks.shape[1] != len(counts) or len(counts) != len(targets):
         raise ValueError(f'{ranks.shape[1]} ranks per size, {len(counts)} counts and {len(targets)} targets: '
@@ -60,11 +63,14 @@ def popularity_report(ranks, sizes, ks, counts, targets):
         by_size[str(size)] = {}
         for bucket, inside in members.items():
             users = int(inside.sum())
-            sums = metric_sums(ranks[row][inside], ks) if users else {}
-            by_size[str(size)][bucket] = {name: sums[name] / users if users else None for name in names}
+            sums = metric_sums(ranks[row][inside], ks, ties) if users else {}
+            values = {name: sums[name] / users if users else None for name in names}
+            values[TIED_SHARE] = float(tied_share(ranks[row][inside])) if users else None
+            by_size[str(size)][bucket] = values
     return {
         'definition': DEFINITION,
         'buckets': {name: [low, high] for name, low, high in BUCKETS},
+        'ties': ties,
         'users': {bucket: int(inside.sum()) for bucket, inside in members.items()},
         'items': {bucket: len(torch.unique(targets[inside])) for bucket, inside in members.items()},
         'by_size': by_size,
@@ -77,7 +83,7 @@ def popularity_table(report, size=None, k=10):
     size = str(size) if size is not None else max(report['by_size'], key=int)
     evaluated = next(iter(report['by_size'][size].values()))
     if f'NDCG@{k}' not in evaluated:
-        k = min(int(name.split('@')[1]) for name in evaluated)
+        k = min(int(name.split('@')[1]) for name in evaluated if '@' in name)  # not TIED_SHARE
     columns = [f'NDCG@{k}', f'Recall@{k}']
     lines = ['| bucket | users | ' + ' | '.join(columns) + ' |', '|---|---:|' + '---:|' * len(columns)]
     for bucket, values in report['by_size'][size].items():
