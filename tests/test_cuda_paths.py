@@ -1,6 +1,7 @@
 """The CUDA paths that a CPU can check: resuming a checkpoint whose tensors were saved on a GPU
 (tagged cuda:1 here), the CUDA generator restored on another GPU index or with another number of
-GPUs (torch.cuda mocked), the --compile refusal on the CPU, and rank 0 building the data before the
+GPUs (torch.cuda mocked), the final test reading the best checkpoint to the CPU, bf16 support asked
+of the training GPU, the --compile refusal on the CPU, and rank 0 building the data before the
 other ranks read it (2 processes, gloo). What needs a real GPU is listed in docs/distributed.md."""
 import contextlib
 import os
@@ -18,10 +19,12 @@ from model import fp32_matmul
 from model.nested_loss import projected_chunk_count
 from tests.conftest import ROOT
 from trainer import compile as compile_module
+from trainer import final_evaluation
 from trainer.rng import restore_rng_states, rng_states
 from trainer.run_inputs import build_model, load_data
-from trainer.run_folder import RECENT_CHECKPOINT
+from trainer.run_folder import RECENT_CHECKPOINT, best_checkpoint_path
 from trainer.trainer import Trainer, rank_seed
+from utils.runtime import bf16_is_native
 
 CUDA_STATE = torch.arange(16, dtype=torch.uint8)  # a CUDA (Philox) state is 16 bytes: seed, offset
 
@@ -166,6 +169,55 @@ def test_a_cpu_checkpoint_resumes_on_a_gpu_with_a_reproducible_cuda_stream(demo_
     train.load_resume_state(trainer, path, trainer.config_dict)
     assert cuda.seeds == {1: rank_seed(42, 0, 3)} and not cuda.states
     assert 'trained on the CPU and resumes on a GPU' in capsys.readouterr().out
+
+
+# ---- the final test of a GPU run ----------------------------------------------------------------
+def test_the_final_test_reads_the_best_checkpoint_to_the_cpu_and_only_the_weights_reach_the_model(
+        gpu_checkpoint, demo_root, tmp_path, monkeypatch):
+    """The best checkpoint holds the AdamW state too (twice the weights): read to the GPU, all of it
+    would sit there during the test. Read to the CPU, load_state_dict copies the weights alone."""
+    _, saved = gpu_checkpoint
+    run_dir = tmp_path / 'run'
+    best_checkpoint_path(run_dir).parent.mkdir(parents=True)
+    with storages_tagged('cuda:1'):
+        torch.save(saved, best_checkpoint_path(run_dir))
+    trainer = tiny_trainer(demo_root, run_dir, init_seed=7)  # other weights
+    _, splits, _ = load_data(trainer.args)
+    map_locations, evaluated_on = [], []
+    real_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        map_locations.append(kwargs.get('map_location'))
+        return real_load(*args, **kwargs)
+
+    real_evaluate_ranks = final_evaluation.evaluate_ranks
+
+    def evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, device, *args, **kwargs):
+        evaluated_on.append(device)  # the GPU pass itself runs on the CPU here
+        return real_evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, 'cpu', *args, **kwargs)
+    monkeypatch.setattr(torch, 'load', recording_load)
+    monkeypatch.setattr(final_evaluation, 'evaluate_ranks', evaluate_ranks)
+    by_size = final_evaluation.evaluate_best_checkpoint(trainer.args, trainer.model, splits['test'], run_dir,
+                                                        torch.device('cuda', 1), progress=False,
+                                                        training_examples=splits['train'])
+    assert map_locations == ['cpu'] and evaluated_on == [torch.device('cuda', 1)]
+    for name, tensor in trainer.model.state_dict().items():
+        assert torch.equal(tensor, saved['model_state_dict'][name]), name
+    assert sorted(by_size) == ['16', '8']
+
+
+# ---- bf16 on the training GPU -------------------------------------------------------------------
+def test_native_bf16_is_asked_of_the_gpu_that_trains_not_the_current_one(monkeypatch):
+    cuda = FakeCuda(monkeypatch, count=2)  # GPU 0 before Ampere, GPU 1 with native bf16
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: cuda.current == 1)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: f'GPU {cuda._index(device)}')
+    cuda.current = 0
+    assert bf16_is_native(torch.device('cuda', 1))[0]
+    assert cuda.current == 0  # the current GPU is left as it was
+    cuda.current = 1
+    assert bf16_is_native(torch.device('cuda', 0)) == (False, 'GPU 0 has no native bf16')
+    assert bf16_is_native(torch.device('cuda'))[0]  # no index: the current GPU, as for the model
+    assert cuda.current == 1
 
 
 # ---- the CUDA generator: one per training GPU ------------------------------------------------

@@ -1,7 +1,9 @@
 """torchrun with DistributedDataParallel on CPU (gloo): 2 processes train like 1 with the same global
 batch, evaluation sharded over ranks equals the 1-process evaluation exactly, and a 2-process run
-killed mid-epoch resumes under torchrun."""
+killed mid-epoch resumes under torchrun. DDP's keywords fit the installed torch's DDP (older ones
+are stood in for)."""
 import csv
+import inspect
 import json
 import os
 import subprocess
@@ -15,6 +17,8 @@ from hypothesis import strategies as st
 import eval as eval_script
 from model import fp32_matmul
 from tests.conftest import ROOT
+from model import FMRLRec
+from trainer import distributed
 from trainer.distributed import ProcessGroup, assemble_shards, local_share, shard_indices
 
 EPOCHS = 2
@@ -120,3 +124,77 @@ def test_a_global_batch_is_split_into_shares_that_add_up(batch, world_size, seed
     assert sum(scale for _, scale, _ in pieces) == pytest.approx(world_size)
     for indices, scale, share in pieces:
         assert len(indices) >= 1 and scale == pytest.approx(world_size * share)
+
+
+# ---- DDP's keywords on every supported torch ---------------------------------------------------
+class RecordingDDP:
+    """Stands in for DistributedDataParallel: records the keywords it was built with."""
+    built = []
+
+    def __init__(self, module, **options):
+        self.module = module
+        RecordingDDP.built.append(options)
+
+
+class DDPBefore213(RecordingDDP):
+    """DDP's signature before forward_sync_buffers (torch 2.4 to 2.12): any other keyword is a TypeError."""
+
+    def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=True,
+                 process_group=None, bucket_cap_mb=None, find_unused_parameters=False, check_reduction=False,
+                 gradient_as_bucket_view=False, static_graph=False):
+        super().__init__(module, device_ids=device_ids, broadcast_buffers=broadcast_buffers,
+                         static_graph=static_graph)
+
+
+class DDPFrom213(RecordingDDP):
+    """DDP's signature with forward_sync_buffers (torch 2.13 on; broadcast_buffers deprecated)."""
+
+    def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=None,
+                 init_sync=True, process_group=None, static_graph=False, forward_sync_buffers=None):
+        super().__init__(module, device_ids=device_ids, broadcast_buffers=broadcast_buffers,
+                         static_graph=static_graph, forward_sync_buffers=forward_sync_buffers)
+
+
+@pytest.fixture
+def ddp_stand_in(monkeypatch):
+    """(install(DDP class), the buffers broadcast by hand): wrap_model for rank 0 of 2 on the CPU."""
+    RecordingDDP.built = []
+    broadcast = []
+    monkeypatch.setattr(distributed.dist, 'broadcast', lambda tensor, src: broadcast.append((tensor, src)))
+
+    def install(ddp_class):
+        monkeypatch.setattr(distributed, 'DistributedDataParallel', ddp_class)
+    return install, broadcast
+
+
+def small_model():
+    torch.manual_seed(0)
+    features = torch.randn(11, 4)
+    return FMRLRec(10, [8, 16], text_features=features, image_features=features)
+
+
+def test_ddp_without_forward_sync_buffers_gets_broadcast_buffers_and_the_buffers_once(ddp_stand_in):
+    install, broadcast = ddp_stand_in
+    install(DDPBefore213)
+    model = small_model()
+    wrapped = distributed.wrap_model(model, ProcessGroup(0, 2), torch.device('cpu'))
+    assert isinstance(wrapped, DDPBefore213) and wrapped.module is model
+    assert RecordingDDP.built == [{'device_ids': None, 'broadcast_buffers': False, 'static_graph': True}]
+    # that switch also skips DDP's own sync at the start: the feature table is sent once, from rank 0
+    assert [(tensor.data_ptr(), src) for tensor, src in broadcast] == [(model.item_features.data_ptr(), 0)]
+
+
+def test_ddp_with_forward_sync_buffers_gets_that_keyword_alone(ddp_stand_in):
+    install, broadcast = ddp_stand_in
+    install(DDPFrom213)
+    distributed.wrap_model(small_model(), ProcessGroup(1, 2), torch.device('cpu'))
+    assert RecordingDDP.built == [{'device_ids': None, 'broadcast_buffers': None, 'static_graph': True,
+                                   'forward_sync_buffers': False}]
+    assert broadcast == []  # DDP sends them itself at construction
+
+
+def test_the_installed_torchs_ddp_accepts_the_chosen_keywords():
+    options = distributed.ddp_buffer_options()
+    signature = inspect.signature(distributed.DistributedDataParallel.__init__)
+    signature.bind(None, torch.nn.Linear(2, 2), device_ids=None, static_graph=True, **options)
+    assert options in ({'forward_sync_buffers': False}, {'broadcast_buffers': False})

@@ -7,9 +7,12 @@ Semantics (docs/distributed.md):
   the steps, the schedule and the batches are those of a 1-process run.
 - Each rank's loss is weighted by N * (its labelled positions / the global batch's), so DDP's
   gradient average equals the gradient of the 1-process loss (the mean over all labelled positions).
-- Evaluation gives each rank whole evaluation batches (batch i to rank i mod N) and gathers the
-  (M, U) ranks, so the metrics are computed from every user exactly once, bit for bit as in one process.
+- Evaluation gives each rank the users of batches i = rank mod N (which it re-batches by history
+  length) and gathers the targets' ranks, so every rank computes the metrics from every user exactly
+  once. They equal one process's where the scores do: bit for bit on one CPU thread, up to the
+  products' rounding in general, which moves a rank only at a near-tie (docs/distributed.md).
 """
+import inspect
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -136,13 +139,29 @@ def wrap_model(model, group, device):
 
     static_graph: every step uses the same parameters, and the LRU output map's imaginary bias
     never gets a gradient (Re(W h + b) ignores Im b); a static graph allows that without the
-    per-step search of find_unused_parameters. forward_sync_buffers=False: the only buffer is the
-    frozen feature table, identical on every rank (it is sent once, at construction); re-sending
-    it before every step would cost ~100 MB each time."""
+    per-step search of find_unused_parameters. The buffers are not sent before every step: the only
+    one is the frozen feature table, identical on every rank (ddp_buffer_options); re-sending it
+    would cost ~100 MB each time."""
     if not group.enabled:
         return model
+    buffer_options = ddp_buffer_options()
+    if 'broadcast_buffers' in buffer_options:  # this torch's DDP would not send them even once
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None,
-                                   forward_sync_buffers=False, static_graph=True)
+                                   static_graph=True, **buffer_options)
+
+
+def ddp_buffer_options():
+    """DDP's keywords for "buffers once at the start, never before a step", on every supported torch.
+
+    forward_sync_buffers=False (torch 2.13 on) says exactly that. Older DDP lacks the keyword (and
+    would stop with a TypeError); there broadcast_buffers=False turns off both the per-step and the
+    initial sync, so wrap_model sends the buffers itself once. From 2.13 on broadcast_buffers is
+    deprecated, hence the choice by signature rather than one keyword for all versions."""
+    if 'forward_sync_buffers' in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return {'forward_sync_buffers': False}
+    return {'broadcast_buffers': False}
 
 
 # ---- training batches ----------------------------------------------------------------------
@@ -171,9 +190,9 @@ def shard_indices(num_users, batch_size, rank, world_size):
 
 
 def assemble_shards(shards, num_users, batch_size):
-    """(M, U) ranks in user order from each rank's (M, >= n_r) shard (padding beyond n_r ignored)."""
+    """(M, U, ...) ranks in user order from each rank's (M, >= n_r, ...) shard (padding beyond n_r ignored)."""
     world_size = len(shards)
-    full = shards[0].new_empty(shards[0].shape[0], num_users)
+    full = shards[0].new_empty(shards[0].shape[0], num_users, *shards[0].shape[2:])
     for rank, shard in enumerate(shards):
         indices = shard_indices(num_users, batch_size, rank, world_size).to(shard.device)
         full[:, indices] = shard[:, :len(indices)]
@@ -182,7 +201,7 @@ def assemble_shards(shards, num_users, batch_size):
 
 def sharded_ranks(model, examples, num_sizes, batch_size, device, group, mask_history=False, amp='none',
                   description='eval'):
-    """(M, U) ranks of every user, each rank computing whole batches, gathered on every rank."""
+    """(M, U, 2) ranks of every user, each rank computing whole batches, gathered on every rank."""
     _, inputs, targets, histories = examples
     if not group.enabled:
         return evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, device, mask_history,
@@ -192,7 +211,7 @@ def sharded_ranks(model, examples, num_sizes, batch_size, device, group, mask_hi
                            mask_history, amp, progress=group.is_main, description=description)
     longest = (len(inputs) + batch_size - 1) // batch_size
     longest = ((longest + group.world_size - 1) // group.world_size) * batch_size
-    padded = local.new_zeros(num_sizes, longest)
+    padded = local.new_zeros(num_sizes, longest, *local.shape[2:])
     padded[:, :local.shape[1]] = local
     shards = [torch.empty_like(padded) for _ in range(group.world_size)]
     dist.all_gather(shards, padded)
@@ -201,6 +220,6 @@ def sharded_ranks(model, examples, num_sizes, batch_size, device, group, mask_hi
 
 def sharded_evaluate(model, examples, sizes, ks, batch_size, device, group, mask_history=False, amp='none',
                      description='eval'):
-    """{size: {metric: value}}, the same on every rank and equal to the 1-process evaluation."""
+    """{size: {metric: value}}, the same on every rank (how it compares with one process: module docstring)."""
     ranks = sharded_ranks(model, examples, len(sizes), batch_size, device, group, mask_history, amp, description)
     return metrics_from_ranks(ranks, sizes, ks)

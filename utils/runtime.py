@@ -64,8 +64,9 @@ def bf16_is_native(device):
         verdict = cpu_bf16_verdict()
         return verdict.native, verdict.reason
     if device.type == 'cuda':
-        return (torch.cuda.is_bf16_supported(including_emulation=False),
-                f'{torch.cuda.get_device_name(device)} has no native bf16')
+        with torch.cuda.device(device):  # is_bf16_supported asks the current GPU: make it the training one
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return native, f'{torch.cuda.get_device_name(device)} has no native bf16'
     return True, ''  # other accelerators: autocast decides
 
 
