@@ -21,8 +21,11 @@ from model.fp32_matmul import fast_fp32_matmul
 # column chunk's M + 2 logit blocks take about CHUNK_BUDGET (or an eighth of the free memory).
 FULL_BUDGET = 1 << 30
 SMALL = 256 << 20  # unchunked whatever the free memory says (Beauty at D = 1024: about 180 MB)
-CHUNK_BUDGET = 256 << 20
-MIN_CHUNK = 4096
+# Small chunks are faster: a chunk's logit blocks then stay in the caches between the products and
+# the elementwise passes (at 100k items, D = 256: chunks of 2-4k columns cost ~15% over the unchunked
+# loss, chunks of 37k ~70%; benchmarks/README.md, "Catalogue size").
+CHUNK_BUDGET = 32 << 20
+MIN_CHUNK = 1024
 
 
 def free_memory(device):

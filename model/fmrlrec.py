@@ -173,14 +173,17 @@ class FMRLRec(nn.Module):
         return scores
 
     @torch.no_grad()
-    def running_scores(self, tokens, item_table=None, lru_inputs=None):
+    def running_scores(self, tokens, item_table=None, lru_inputs=None, input_table=None):
         """The scores of `scores`, one size at a time, smallest first, as ONE fp32 (B, N + 1)
         buffer that each next size updates in place (adding its chunk's product): use or copy it
         before asking for the next size. Evaluation ranks each size straight from it, with no
         (M, B, N + 1) tensor and no copy of the running sum per size. lru_inputs: from
-        `first_lru_inputs(item_table)`, once per pass (evaluation)."""
+        `first_lru_inputs(item_table)`, once per pass (evaluation). input_table: the rows the
+        tokens index, when they are not `item_table`'s (evaluation over a large catalogue passes the
+        rows of the items that occur in the histories, tokens renumbered into them, and their
+        lru_inputs)."""
         table = self.item_table() if item_table is None else item_table
-        hidden = self.hidden_states(tokens, table, lru_inputs)
+        hidden = self.hidden_states(tokens, table if input_table is None else input_table, lru_inputs)
         buffer = None
         for h_chunk, e_chunk in zip(hidden.split(self.widths, dim=-1), table.split(self.widths, dim=-1)):
             # The context is entered per product: a generator must not leave it on in its caller.

@@ -72,7 +72,9 @@ def test_the_chunk_follows_the_memory_the_unchunked_loss_needs(monkeypatch):
     # little free memory chunks a mid-sized catalogue; a chunk never goes below MIN_CHUNK
     monkeypatch.setattr(chunked_loss, 'free_memory', lambda device: 100 << 20)
     assert item_chunk_for(6, 224, 12_102, 'cpu') is None  # 130 MB: below SMALL, never chunked
-    assert item_chunk_for(6, 224, 100_001, 'cpu') == chunked_loss.MIN_CHUNK  # 12.5 MB / 7,168 B < 4,096
+    assert item_chunk_for(6, 224, 100_001, 'cpu') == (100 << 20) // 8 // (8 * 224 * 4)  # an eighth of 100 MB
+    monkeypatch.setattr(chunked_loss, 'free_memory', lambda device: 10 << 20)
+    assert item_chunk_for(6, 224, 100_001, 'cpu') == chunked_loss.MIN_CHUNK
     # an explicit chunk wins; one as wide as the catalogue is the unchunked loss
     assert item_chunk_for(6, 224, 1_000_001, 'cpu', requested=50_000) == 50_000
     assert item_chunk_for(6, 224, 12_102, 'cpu', requested=20_000) is None

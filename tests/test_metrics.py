@@ -93,7 +93,7 @@ class FixedScores(torch.nn.Module):
     def first_lru_inputs(self, table):
         return None
 
-    def running_scores(self, packed, table, lru_inputs):
+    def running_scores(self, packed, table, lru_inputs, input_table=None):
         users = packed.tokens[packed.query] - 1  # the input token encodes the user here
         yield from self.fixed[:, users].clone()
 

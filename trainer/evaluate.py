@@ -41,7 +41,8 @@ def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, de
         table = model.item_table()
         if torch.is_tensor(table):
             table = table.float()  # once per pass; the scores are fp32 (a no-op without amp)
-        lru_inputs = model.first_lru_inputs(table)  # once per pass, not once per history position
+        inputs, input_table = compact_inputs(inputs, table)
+        lru_inputs = model.first_lru_inputs(input_table)  # once per pass, not once per history position
     # Users in order of history length: a batch's scan spans its longest history, so batches of
     # alike lengths compute far fewer positions. Each user's rank does not depend on the batch.
     order = torch.argsort((inputs > 0).sum(dim=1), stable=True)
@@ -55,10 +56,26 @@ def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, de
         excluded = _to_device(excluded_items(histories[users] if mask_history else None, targets[users]), device)
         where = _to_device(users, device)
         with autocast(device, amp):
-            for index, size_scores in enumerate(model.running_scores(packed, table, lru_inputs)):  # fp32 (B, N + 1)
+            scores = model.running_scores(packed, table, lru_inputs, input_table)
+            for index, size_scores in enumerate(scores):  # fp32 (B, N + 1)
                 ranks[index, where] = target_ranks(size_scores, batch_targets, excluded)
     model.train(was_training)
     return ranks
+
+
+def compact_inputs(inputs, table):
+    """(inputs, the table rows they index). When the histories hold at most half the catalogue, the
+    inputs are renumbered into the rows of the items they hold (0, the padding, stays 0), so that the
+    per-item LRU inputs are computed for those items only: their memory then follows the histories,
+    not the catalogue (a million items at D = 1024 would take 8 GB). Otherwise nothing changes."""
+    if not torch.is_tensor(table):
+        return inputs, table
+    used = torch.unique(torch.cat([inputs.new_zeros(1), inputs.flatten()]))  # sorted: the padding 0 first
+    if 2 * len(used) > len(table):
+        return inputs, table
+    renumber = torch.zeros(len(table), dtype=inputs.dtype)
+    renumber[used] = torch.arange(len(used), dtype=inputs.dtype)
+    return renumber[inputs], table[used.to(table.device)]
 
 
 def excluded_items(histories, targets):
