@@ -151,7 +151,7 @@ def build_parser():
     train.add_argument('--loss_item_chunk', type=int, default=0,
                        help='catalogue columns per chunk of the training loss, whose memory then stays bounded in '
                             'the number of items (0: chunk only when the unchunked loss would need over 1 GB; '
-                            'docs/method.md, "Large catalogues")')
+                            'benchmarks/README.md, "Catalogue size")')
 
     evaluation = p.add_argument_group('evaluation')
     _add_bool(evaluation, 'early_stopping', True, 'stop when validation stops improving')
