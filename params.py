@@ -16,7 +16,7 @@ from pathlib import Path
 
 from config import DEFAULT_SIZES, ConfigError, parse_sizes
 from model.slicing import CONVENTIONS, nested_and_independent
-from trainer.run_folder import STATE_DICT_KEY, CheckpointError, best_checkpoint_path, load_checkpoint, read_run_config
+from runs.run_folder import STATE_DICT_KEY, CheckpointError, best_checkpoint_path, load_checkpoint, read_run_config
 from utils.paper import PAPER_FEATURE_WIDTH, PAPER_NUM_BLOCKS
 
 PAPER_FEATURE_DIM = 2 * PAPER_FEATURE_WIDTH  # text + image

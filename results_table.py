@@ -5,8 +5,8 @@
 import argparse
 import sys
 
+from runs.run_results import find_summaries, results_markdown, training_curve_markdown
 from utils.io import atomic_write_text
-from trainer.run_results import find_summaries, results_markdown, training_curve_markdown
 
 
 def main(argv=None):

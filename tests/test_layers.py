@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import ROOT
 
 SCRIPTS = {path.stem for path in ROOT.glob('*.py')} - {'config'}  # config.py is the options' library
-PACKAGES = ('model', 'trainer', 'datasets', 'deploy', 'utils')
+PACKAGES = ('model', 'trainer', 'runs', 'datasets', 'deploy', 'utils')
 RUN_TIME_DATA = ('p5', 'features', 'feature_preprocessing', 'item_text', 'demo', 'published_stats')
 BUILDERS = ('prepare', 'raw_amazon', 'download_images', 'text_features', 'image_features', 'feature_builds',
             'encoders', 'encoder_install')
@@ -31,7 +31,7 @@ def library_files():
 
 
 def test_the_layer_checks_see_the_imports_they_look_for():
-    assert 'trainer.run_folder' in imported_modules(ROOT / 'trainer' / 'run_results.py')
+    assert 'runs.run_folder' in imported_modules(ROOT / 'runs' / 'run_results.py')
     assert 'datasets.text_features' in imported_modules(ROOT / 'datasets' / 'feature_builds.py')
     assert {'train', 'reproduce', 'eval'} <= SCRIPTS and len(library_files()) > 40
 
@@ -46,7 +46,7 @@ def test_utils_imports_nothing_above_it(path):
 @pytest.mark.parametrize('path', sorted((ROOT / 'model').glob('*.py')), ids=lambda p: p.name)
 def test_the_model_imports_only_the_model_and_utils(path):
     above = {name for name in imported_modules(path)
-             if name.split('.')[0] in {'config', 'trainer', 'datasets', 'deploy'} | SCRIPTS}
+             if name.split('.')[0] in {'config', 'trainer', 'runs', 'datasets', 'deploy'} | SCRIPTS}
     assert not above, f'model/{path.name} imports {sorted(above)}'
 
 

@@ -6,13 +6,13 @@ import json
 
 import torch
 
+from runs.run_folder import (STATE_DICT_KEY, CheckpointError, best_checkpoint_path, load_best_weights,
+                             popularity_path, write_test_metrics)
+from runs.run_inputs import accepted_input_changes
 from trainer.distributed import sharded_ranks
 from trainer.evaluate import evaluate_ranks, metrics_from_ranks
 from trainer.metrics import DEFAULT_TIES, TIED_SHARE, NonFiniteScoresError, tied_share
 from trainer.popularity import popularity_report, popularity_table, target_counts
-from trainer.run_folder import (STATE_DICT_KEY, CheckpointError, best_checkpoint_path, load_best_weights,
-                                popularity_path, write_test_metrics)
-from trainer.run_inputs import accepted_input_changes
 from utils.report import metrics_table
 
 

@@ -14,11 +14,11 @@ from tqdm import tqdm
 
 from model import cpu_routes
 from model.packing import pack_batch
+from runs.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT, STATE_DICT_KEY, models_dir
 from trainer.distributed import SINGLE_PROCESS, local_share, sharded_evaluate
 from trainer.loggers import MetricLoggers
 from trainer.optim import build_optimizer, cosine_with_warmup
 from trainer.rng import restore_rng_states, rng_states
-from trainer.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT, STATE_DICT_KEY, models_dir
 from utils.io import atomic_torch_save
 from utils.runtime import autocast, kill_self, planned_fault, set_seed
 

@@ -1,8 +1,8 @@
 """A trained run loaded back from its run folder: the full model with the best weights (eval.py,
 export.py), or a Trainer restored from the recent checkpoint (train.py --resume)."""
-from trainer.run_config import config_differences, saved_run_args
-from trainer.run_folder import CheckpointError, load_best_weights, torch_load
-from trainer.run_inputs import build_model, load_run_inputs
+from runs.run_config import config_differences, saved_run_args
+from runs.run_folder import CheckpointError, load_best_weights, torch_load
+from runs.run_inputs import build_model, load_run_inputs
 from trainer.trainer import RESUME_KEYS
 
 

@@ -3,7 +3,7 @@ import csv
 from pathlib import Path
 
 from datasets.features import modality_name
-from trainer.run_folder import LOGS_DIR, find_tested_runs, read_saved_config, read_test_metrics
+from runs.run_folder import LOGS_DIR, find_tested_runs, read_saved_config, read_test_metrics
 from utils.paper import PAPER_COLUMNS, paper_reference
 
 

@@ -2,7 +2,7 @@
 
     RUN/args.yaml                         the run's options, written before training (run_config.py)
     RUN/inputs.json                       what the run was trained on: dataset, feature tables, preprocessing
-                                          (its fingerprint, trainer/input_fingerprint.py; docs/resume.md, "Inputs")
+                                          (its fingerprint, runs/input_fingerprint.py; docs/resume.md, "Inputs")
     RUN/environment.yaml, RUN/train.log   what ran where, and what was printed (utils/)
     RUN/models/best_acc_model.pth         the best epoch's weights (tested, exported)
     RUN/models/checkpoint-recent.pth      everything a resume needs; written last at each epoch end
