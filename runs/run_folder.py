@@ -9,7 +9,7 @@
     RUN/logs/logs.csv, RUN/tb/            per-epoch metrics (trainer/loggers.py)
     RUN/test_metrics.json                 the largest size's test metrics
     RUN/test_mrl_metrics.json             {size: metrics} for every size
-    RUN/test_mrl_metrics_by_popularity.json   the same ranks by target popularity (trainer/popularity.py)
+    RUN/test_mrl_metrics_by_popularity.json   the same ranks by target popularity (evaluation/popularity.py)
     RUN/.train.lock                       locked by the train.py that writes RUN (RunFolderLock)
 
 A suffix ('_masked', '_unmasked') names the metrics files of another protocol than the run's.

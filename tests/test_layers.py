@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import ROOT
 
 SCRIPTS = {path.stem for path in ROOT.glob('*.py')} - {'config'}  # config.py is the options' library
-PACKAGES = ('model', 'trainer', 'runs', 'datasets', 'deploy', 'utils')
+PACKAGES = ('model', 'trainer', 'evaluation', 'runs', 'datasets', 'deploy', 'utils')
 RUN_TIME_DATA = ('p5', 'features', 'feature_preprocessing', 'item_text', 'demo', 'published_stats')
 BUILDERS = ('prepare', 'raw_amazon', 'download_images', 'text_features', 'image_features', 'feature_builds',
             'encoders', 'encoder_install')
@@ -46,7 +46,7 @@ def test_utils_imports_nothing_above_it(path):
 @pytest.mark.parametrize('path', sorted((ROOT / 'model').glob('*.py')), ids=lambda p: p.name)
 def test_the_model_imports_only_the_model_and_utils(path):
     above = {name for name in imported_modules(path)
-             if name.split('.')[0] in {'config', 'trainer', 'runs', 'datasets', 'deploy'} | SCRIPTS}
+             if name.split('.')[0] in {'config', 'trainer', 'evaluation', 'runs', 'datasets', 'deploy'} | SCRIPTS}
     assert not above, f'model/{path.name} imports {sorted(above)}'
 
 

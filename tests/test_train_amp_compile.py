@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import train as train_script
+from evaluation import evaluate as evaluate_module
 from runs.run_inputs import build_model, load_data
-from trainer import evaluate as evaluate_module
 from trainer import trainer as trainer_module
 
 SIZES = '4,8'

@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from evaluation.sharded import sharded_evaluate
 from model import cpu_routes
 from model.packing import pack_batch
 from runs.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT, STATE_DICT_KEY, models_dir
-from trainer.distributed import SINGLE_PROCESS, local_share, sharded_evaluate
+from trainer.distributed import SINGLE_PROCESS, local_share
 from trainer.loggers import MetricLoggers
 from trainer.optim import build_optimizer, cosine_with_warmup
 from trainer.rng import restore_rng_states, rng_states
