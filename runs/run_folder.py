@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from utils.io import DiskFullError, remove_stale_temporaries, write_json, write_yaml
+from utils.io import DiskFullError, atomic_torch_save, remove_stale_temporaries, write_json, write_yaml
 
 ARGS_FILE = 'args.yaml'
 MODELS_DIR = 'models'
@@ -152,6 +152,12 @@ def read_inputs_record(root):
 
 def write_inputs_record(root, record):
     write_json(inputs_path(root), record)
+
+
+def write_checkpoint(root, name, state, before_rename=None):
+    """models/<name> (BEST_CHECKPOINT or RECENT_CHECKPOINT), replaced atomically: a reader sees the old file
+    or the new one, never a part. `before_rename(tmp)` runs between the write and the rename (test faults)."""
+    atomic_torch_save(state, models_dir(root) / name, before_rename=before_rename)
 
 
 def torch_load(path, map_location='cpu'):
