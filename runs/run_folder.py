@@ -6,7 +6,7 @@
     RUN/environment.yaml, RUN/train.log   what ran where, and what was printed (utils/)
     RUN/models/best_acc_model.pth         the best epoch's weights (tested, exported)
     RUN/models/checkpoint-recent.pth      everything a resume needs; written last at each epoch end
-    RUN/logs/logs.csv, RUN/tb/            per-epoch metrics (trainer/loggers.py)
+    RUN/logs/logs.csv, RUN/tb/            per-epoch metrics (runs/loggers.py)
     RUN/test_metrics.json                 the largest size's test metrics
     RUN/test_mrl_metrics.json             {size: metrics} for every size
     RUN/test_mrl_metrics_by_popularity.json   the same ranks by target popularity (evaluation/popularity.py)
@@ -31,6 +31,8 @@ from utils.io import DiskFullError, atomic_torch_save, remove_stale_temporaries,
 ARGS_FILE = 'args.yaml'
 MODELS_DIR = 'models'
 LOGS_DIR = 'logs'
+LOG_FILE = 'logs.csv'  # in LOGS_DIR: one row per epoch
+TENSORBOARD_DIR = 'tb'
 BEST_CHECKPOINT = 'best_acc_model.pth'
 RECENT_CHECKPOINT = 'checkpoint-recent.pth'
 STATE_DICT_KEY = 'model_state_dict'  # the model's weights in either checkpoint
@@ -60,6 +62,14 @@ def best_checkpoint_path(root):
 
 def recent_checkpoint_path(root):
     return models_dir(root) / RECENT_CHECKPOINT
+
+
+def log_path(root):
+    return Path(root) / LOGS_DIR / LOG_FILE
+
+
+def tensorboard_dir(root):
+    return Path(root) / TENSORBOARD_DIR
 
 
 def metrics_path(root, suffix=''):

@@ -15,9 +15,9 @@ from tqdm import tqdm
 from evaluation.sharded import sharded_evaluate
 from model import cpu_routes
 from model.packing import pack_batch
+from runs.loggers import MetricLoggers
 from runs.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT, STATE_DICT_KEY, models_dir, write_checkpoint
 from trainer.distributed import SINGLE_PROCESS, local_share
-from trainer.loggers import MetricLoggers
 from trainer.optim import build_optimizer, cosine_with_warmup
 from trainer.rng import restore_rng_states, rng_states
 from utils.runtime import autocast, kill_self, planned_fault, set_seed
