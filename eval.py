@@ -23,12 +23,12 @@ from datasets.p5 import DataError
 from deploy.catalogue import read_catalogue
 from deploy.export_format import size_summary
 from deploy.run_export import run_source
-from trainer.final_evaluation import evaluate_best_checkpoint, print_popularity_table, print_table
-from trainer.metrics import DEFAULT_TIES, TIE_RULES
-from trainer.run_config import saved_run_args
-from trainer.run_folder import CheckpointError, find_runs, metrics_path, read_run_config, read_test_metrics
-from trainer.run_inputs import build_model, load_data
-from trainer.trained_run import load_trained_run
+from evaluation.final_evaluation import evaluate_best_checkpoint, print_popularity_table, print_table
+from evaluation.metrics import DEFAULT_TIES, TIE_RULES
+from runs.run_config import saved_run_args
+from runs.run_folder import CheckpointError, find_runs, metrics_path, read_run_config, read_test_metrics
+from runs.run_inputs import build_model, load_data
+from runs.trained_run import load_trained_run
 from utils.io import DiskFullError, atomic_write_text
 from utils.plots import plot_metrics_by_size
 from utils.runtime import DeviceError, resolve_device

@@ -16,8 +16,8 @@ from pathlib import Path
 from deploy.export_format import ExportError, check_finite, export_bytes, parameter_total
 from deploy.run_export import RUN_ERRORS, export_run
 from model.slicing import SizeError, size_position
-from trainer.run_folder import best_checkpoint_path, read_run_config
-from trainer.trained_run import load_trained_run
+from runs.run_folder import best_checkpoint_path, read_run_config
+from runs.trained_run import load_trained_run
 from utils.io import DiskFullError, atomic_write_bytes
 
 INTERRUPTED_STATUS = 130  # the shell's status for a process stopped by SIGINT (as train.py)

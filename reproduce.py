@@ -19,8 +19,8 @@ from pathlib import Path
 
 import train as train_script
 from config import parse_args
+from runs.run_results import comparison_markdown, run_summary
 from utils.io import atomic_write_text
-from trainer.run_results import comparison_markdown, run_summary
 
 DATASETS = ('beauty', 'clothing', 'sports', 'toys')
 PRESETS = Path(__file__).resolve().parent / 'presets'  # <dataset>.yaml: the paper's best configuration

@@ -16,18 +16,18 @@ import torch
 from config import ConfigError, expand_config, parse_args
 from datasets.features import FeatureTableError
 from datasets.p5 import DataError
+from evaluation.final_evaluation import (evaluate_best_checkpoint, evaluate_best_checkpoint_sharded,
+                                         print_popularity_table, print_table)
+from evaluation.metrics import NonFiniteScoresError
+from runs.loggers import LoggerError
+from runs.run_config import config_dict, prepare_run_folder, resume_arguments
+from runs.run_folder import (CheckpointError, RunFolderError, RunFolderLock, check_run_folder_writable,
+                             metrics_path, recent_checkpoint_path)
+from runs.run_inputs import build_model, load_data, run_modality_name
+from runs.stop_reports import RunProgress, disk_full_report, interrupted_report, non_finite_report
 from trainer.compile import check_compile, compile_for_training
 from trainer.distributed import init_distributed, main_first, shutdown, wrap_model
-from trainer.final_evaluation import (evaluate_best_checkpoint, evaluate_best_checkpoint_sharded,
-                                      print_popularity_table, print_table)
-from trainer.loggers import LoggerError
-from trainer.metrics import NonFiniteScoresError
-from trainer.run_config import config_dict, prepare_run_folder, resume_arguments
-from trainer.run_folder import (CheckpointError, RunFolderError, RunFolderLock, check_run_folder_writable,
-                                metrics_path, recent_checkpoint_path)
-from trainer.run_inputs import build_model, load_data, run_modality_name
-from trainer.stop_reports import RunProgress, disk_full_report, interrupted_report, non_finite_report
-from trainer.trained_run import load_resume_state
+from trainer.resume import load_resume_state
 from trainer.trainer import NonFiniteLossError, Trainer, rank_seed
 from utils.environment import append_environment, environment_record
 from utils.io import DiskFullError

@@ -10,9 +10,9 @@ import tempfile
 import torch
 
 from config import parse_args
+from evaluation.evaluate import evaluate_ranks
+from evaluation.metrics import BEST
 from model.reference import reference_loss, reference_ranks
-from trainer.evaluate import evaluate_ranks
-from trainer.metrics import BEST
 from trainer.trainer import Trainer
 from utils.runtime import autocast
 

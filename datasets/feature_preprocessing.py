@@ -16,7 +16,7 @@ is one affine map applied to unique rows, so items with identical features stay 
 
 A run records what the transform did (`preprocessing_signature`: three sums of the output, which the
 statistics decide for a given table) so that a later load can tell whether the same statistics were
-applied (trainer/input_fingerprint.py). They are compared to a relative 1e-6, not bit for bit: the float64
+applied (runs/input_fingerprint.py). They are compared to a relative 1e-6, not bit for bit: the float64
 eigendecomposition may round its last bits differently on another CPU or BLAS.
 """
 import torch

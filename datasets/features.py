@@ -6,7 +6,7 @@ count and the dimension. A text table built from some fields only (--text_fields
 `text_<encoder slug>__<field>+<field>.npy` and its sidecar records `text_fields`. Loading prepends a
 zero padding row, so item id i is row i.
 
-`table_sha256` is the content hash a run records of each table it was trained on (trainer/input_fingerprint.py,
+`table_sha256` is the content hash a run records of each table it was trained on (runs/input_fingerprint.py,
 docs/content_features.md, "Which tables a run was trained on").
 """
 import hashlib

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from evaluation.final_evaluation import non_finite_names
 from model.fmrlrec import FMRLRec
 from model.slicing import item_table_at, model_options, size_position, sliced_state_dict
-from trainer.final_evaluation import non_finite_names
 from utils.report import SIZE_TABLE_COLUMNS
 
 EXPORT_FORMAT = 'fmrlrec-export'

@@ -4,9 +4,9 @@ from datasets.p5 import DataError
 from deploy.catalogue import read_catalogue
 from deploy.export_format import build_export, model_from_export
 from model.slicing import SizeError, size_position
-from trainer.run_folder import CheckpointError, best_checkpoint_path, read_run_config, read_test_metrics
-from trainer.run_inputs import run_modality_name
-from trainer.trained_run import load_trained_run
+from runs.run_folder import CheckpointError, best_checkpoint_path, read_run_config, read_test_metrics
+from runs.run_inputs import run_modality_name
+from runs.trained_run import load_trained_run
 
 # What loading a run for export can raise with a message meant for the user.
 RUN_ERRORS = (CheckpointError, SizeError, DataError, FeatureTableError)

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datasets.p5 import load_p5, split_examples  # noqa: E402  (after the path set-up above)
 from datasets.published_stats import PUBLISHED_STATS  # noqa: E402
+from evaluation.evaluate import evaluate_ranks  # noqa: E402
 from model.fmrlrec import FMRLRec  # noqa: E402
 from model.packing import pack_batch  # noqa: E402
-from trainer.evaluate import evaluate_ranks  # noqa: E402
 from trainer.optim import build_optimizer  # noqa: E402
 from utils.paper import PAPER_FEATURE_WIDTH, PAPER_NUM_BLOCKS, PAPER_SIZES  # noqa: E402
 from utils.runtime import autocast  # noqa: E402

@@ -29,10 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python scripts/nested_dedicated.py` runs from anywhere
 
+from runs.run_folder import STATE_DICT_KEY, best_checkpoint_path, load_checkpoint  # noqa: E402
 from scripts import dataset_table  # noqa: E402  (after the path set-up above)
 from scripts.study_rows import (ensure_popularity, parse_study_options, read_log, run_rows,  # noqa: E402
                                 study_parser, write_report)
-from trainer.run_folder import STATE_DICT_KEY, best_checkpoint_path, load_checkpoint  # noqa: E402
 
 SIZES = (8, 16, 32, 64, 128, 256)
 # Beauty in every kind first (text-only, the paper's content model, leading), then the kind that

@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python scripts/<study>.py` runs from anywhere
 
-from trainer.run_folder import POPULARITY_FILE  # noqa: E402  (after the path set-up above)
+from runs.run_folder import POPULARITY_FILE  # noqa: E402  (after the path set-up above)
 
 
 def try_lock(path):

@@ -9,8 +9,8 @@ import shutil
 import torch
 
 from config import parse_args
-from trainer.run_inputs import build_model, load_data
-from trainer.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY, write_inputs_record
+from runs.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY, write_inputs_record
+from runs.run_inputs import build_model, load_data
 from utils.io import write_json, write_yaml
 
 SIZES = [4, 8, 16, 32]

@@ -1,8 +1,8 @@
 """Popularity ranking: items ordered by how often they occur in the training sequences."""
 import torch
 
-from trainer.evaluate import metrics_from_ranks
-from trainer.metrics import target_ranks
+from evaluation.evaluate import metrics_from_ranks
+from evaluation.metrics import target_ranks
 
 
 def popularity_scores(train_sequences, num_items):

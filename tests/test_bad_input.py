@@ -14,7 +14,7 @@ import train as train_script
 from datasets.features import feature_cache_path
 from datasets.p5 import DataError, DataWarning, read_meta
 from model.fmrlrec import FMRLRec
-from trainer.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT
+from runs.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT
 
 SMALL = ['--mrl_hidden_sizes', '8,16', '--train_batch_size', '128', '--val_batch_size', '256',
          '--test_batch_size', '256', '--no-use_tensorboard']

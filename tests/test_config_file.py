@@ -4,7 +4,7 @@ import yaml
 
 import reproduce
 from config import parse_args
-from trainer.run_config import config_dict, config_differences, resume_arguments
+from runs.run_config import config_dict, config_differences, resume_arguments
 from utils.io import write_yaml
 
 # The paper's best configuration per dataset (docs/method.md), as reproduce.py hard-coded it before the presets.

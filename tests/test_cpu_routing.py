@@ -80,7 +80,7 @@ def test_the_environment_overrides_the_decision_without_probing(fresh_bf16, monk
 
 
 def test_evaluation_follows_the_same_rule(fresh_bf16, capsys):
-    """trainer/evaluate.py asks runtime.autocast too: without native bf16 its table stays fp32."""
+    """evaluation/evaluate.py asks runtime.autocast too: without native bf16 its table stays fp32."""
     from model.fmrlrec import FMRLRec
     fresh_bf16({'avx2'}, bf16_gflops=0.8)
     features = torch.nn.functional.normalize(torch.randn(11, 8), dim=1)

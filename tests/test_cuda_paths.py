@@ -15,14 +15,14 @@ import torch
 
 import train
 from config import ConfigError, parse_args
+from evaluation import final_evaluation
 from model import fp32_matmul
 from model.nested_loss import projected_chunk_count
+from runs.run_folder import RECENT_CHECKPOINT, best_checkpoint_path
+from runs.run_inputs import build_model, load_data
 from tests.conftest import ROOT
 from trainer import compile as compile_module
-from trainer import final_evaluation
 from trainer.rng import restore_rng_states, rng_states
-from trainer.run_inputs import build_model, load_data
-from trainer.run_folder import RECENT_CHECKPOINT, best_checkpoint_path
 from trainer.trainer import Trainer, rank_seed
 from utils.runtime import bf16_is_native
 

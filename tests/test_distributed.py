@@ -15,11 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eval as eval_script
+from evaluation.sharded import assemble_shards, shard_indices
 from model import fp32_matmul
-from tests.conftest import ROOT
 from model import FMRLRec
+from tests.conftest import ROOT
 from trainer import distributed
-from trainer.distributed import ProcessGroup, assemble_shards, local_share, shard_indices
+from trainer.distributed import ProcessGroup, local_share
 
 EPOCHS = 2
 USERS = 1200  # the demo

@@ -1,12 +1,12 @@
 """Evaluation over a catalogue much larger than the histories: the per-item LRU inputs are computed
-only for the items the histories hold (trainer/evaluate.compact_inputs), with the same ranks."""
+only for the items the histories hold (evaluation/evaluate.compact_inputs), with the same ranks."""
 import pytest
 import torch
 
+from evaluation.evaluate import compact_inputs, evaluate_ranks
+from evaluation.metrics import exact_ranks
 from model.fmrlrec import FMRLRec
 from model.reference import reference_ranks
-from trainer.evaluate import compact_inputs, evaluate_ranks
-from trainer.metrics import exact_ranks
 
 NUM_ITEMS = 300
 

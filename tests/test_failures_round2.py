@@ -27,8 +27,8 @@ from datasets.text_features import DegenerateTableError, build_text_features
 from datasets.text_features import main as text_main
 from deploy.recommender import Recommender
 from fake_run import copy_demo, make_run
+from runs.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY
 from tests.test_features_build import make_p5_folder, tiny_sentence_encoder  # noqa: F401 (a fixture)
-from trainer.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY
 
 INTERRUPTED = 130
 

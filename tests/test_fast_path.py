@@ -3,6 +3,8 @@ by counting) against the plain reference computation of model/reference.py."""
 import pytest
 import torch
 
+from evaluation.evaluate import evaluate_ranks
+from evaluation.metrics import exact_ranks
 from model import FMRLRec, fmrlrec, pack_batch
 from model.fp32_matmul import fast_fp32_matmul
 from model.lru import parallel_scan, sequential_scan
@@ -10,8 +12,6 @@ from model.mrl import chunk_widths
 from model.nested_loss import projected_chunk_count
 from model.reference import reference_loss, reference_ranks, reference_scores
 from tests.batches import random_training_batch
-from trainer.evaluate import evaluate_ranks
-from trainer.metrics import exact_ranks
 
 NUM_ITEMS = 40
 LENGTH = 10  # not a power of two: the reference pads to 16, the fast path picks its own window

@@ -1,5 +1,5 @@
 """--text_fields (item text, cache naming, sidecar check, builder) and --feature_preprocessing
-(centre, whiten, and that trainer.run_inputs.load_features applies them). Tiny offline encoder only."""
+(centre, whiten, and that runs.run_inputs.load_features applies them). Tiny offline encoder only."""
 import json
 
 import numpy as np
@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from config import parse_args
-from datasets.feature_preprocessing import preprocess_features
 from datasets.feature_builds import ensure_feature_tables
+from datasets.feature_preprocessing import preprocess_features
 from datasets.features import (FeatureTableError, check_feature_table, feature_cache_path, load_feature_table,
                                save_feature_table)
 from datasets.item_text import item_text, parse_text_fields
 from datasets.text_features import dataset_item_texts
 from datasets.text_features import main as text_main
+from runs.run_inputs import load_features
 from tests.test_features_build import make_p5_folder, tiny_sentence_encoder  # noqa: F401 (a fixture)
-from trainer.run_inputs import load_features
 
 FULL = {'asin': 'A1', 'title': 'Soap &amp; Water', 'price': 12.99, 'brand': 'Acme',
         'categories': [['Beauty', 'Skin Care', 'Face'], ['Gifts']], 'description': 'never used'}
@@ -221,7 +221,7 @@ def test_preprocessing_refuses_what_it_cannot_do():
         preprocess_features(same, 'whiten')
 
 
-# --- --feature_preprocessing in trainer.run_inputs.load_features --------------------------------------
+# --- --feature_preprocessing in runs.run_inputs.load_features --------------------------------------
 
 def demo_features(demo_root, tmp_path, *extra):
     args = parse_args(['--dataset_code', 'demo', '--data_root', str(demo_root), '--export_root',

@@ -6,16 +6,16 @@ import torch
 
 from config import parse_args
 from deploy.export_format import build_export, export_bytes, load_export
+from evaluation.evaluate import evaluate_ranks
+from evaluation.metrics import exact_ranks
 from fake_run import randomise
 from model import FMRLRec
 from model.reference import reference_loss, reference_ranks
 from model.slicing import parameter_count, slice_model, sliced_state_dict
+from runs.run_config import config_differences
 from tests.batches import random_training_batch
 from tests.test_export import assert_scores_match, catalogue, input_batch
 from tests.test_fast_path import assert_close_grads, gradients
-from trainer.evaluate import evaluate_ranks
-from trainer.metrics import exact_ranks
-from trainer.run_config import config_differences
 
 NUM_ITEMS = 40
 SIZES = [4, 8, 16, 32]

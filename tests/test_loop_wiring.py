@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from config import parse_args
+from evaluation.evaluate import evaluate
+from evaluation.final_evaluation import evaluate_best_checkpoint
+from evaluation.metrics import TIED_SHARE
+from runs.run_folder import RECENT_CHECKPOINT, STATE_DICT_KEY, popularity_path
+from runs.run_inputs import build_model, load_data
 from tests.fake_run import copy_demo, make_run, randomise
 from tests.test_training_loop import BATCH, NUM_USERS, make_trainer
-from trainer.evaluate import evaluate
-from trainer.final_evaluation import evaluate_best_checkpoint
-from trainer.metrics import TIED_SHARE
-from trainer.run_folder import RECENT_CHECKPOINT, STATE_DICT_KEY, popularity_path
-from trainer.run_inputs import build_model, load_data
 
 
 def flat(by_size):
@@ -118,9 +118,9 @@ def test_eval_and_export_score_a_whitened_run_with_whitened_features(tmp_path, d
     """The expected metrics come from features whitened here, independently of the load path that
     eval.py and export.py share with the fake run (a bug there would fool a comparison with it)."""
     from datasets.feature_preprocessing import preprocess_features
-    from trainer.run_folder import load_best_weights, read_test_metrics
-    from trainer.run_inputs import load_raw_features
-    from trainer.trained_run import load_trained_run
+    from runs.run_folder import load_best_weights, read_test_metrics
+    from runs.run_inputs import load_raw_features
+    from runs.trained_run import load_trained_run
     import eval as eval_script
     data_root, run = copy_demo(demo_root, tmp_path / 'data'), tmp_path / 'run'
     options = ['--feature_preprocessing', 'whiten']
@@ -148,8 +148,8 @@ def test_masking_the_history_never_masks_a_repeated_target():
     """A user who bought the target before: with --mask_history the other history items leave the
     ranking, the target stays rankable, and its best and worst ranks are those of a copy in which
     only the other history items are set to -inf."""
-    from trainer.evaluate import excluded_items
-    from trainer.metrics import BEST, WORST, target_ranks
+    from evaluation.evaluate import excluded_items
+    from evaluation.metrics import BEST, WORST, target_ranks
     histories = torch.tensor([[3, 5, 7, 0], [2, 2, 4, 4]])
     targets = torch.tensor([5, 4])
     excluded = excluded_items(histories, targets)

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from trainer.evaluate import evaluate, evaluate_ranks, metrics_from_ranks
-from trainer.metrics import UNRANKED, exact_ranks, metric_sums, ndcg_at, target_ranks
+from evaluation.evaluate import evaluate, evaluate_ranks, metrics_from_ranks
+from evaluation.metrics import UNRANKED, exact_ranks, metric_sums, ndcg_at, target_ranks
 
 
 def test_ranks_count_strictly_higher_scores():

@@ -9,8 +9,8 @@ import torch
 import yaml
 
 from config import parse_args
+from runs.run_folder import STATE_DICT_KEY, best_checkpoint_path
 from scripts import dataset_table, nested_dedicated
-from trainer.run_folder import STATE_DICT_KEY, best_checkpoint_path
 
 
 def options(tmp_path, nested_from=None):

@@ -3,10 +3,10 @@ one-chunk FMRLRec, and the paper convention reproduces Figure 4's 10.5M against 
 import pytest
 import torch
 
-import params as params_script
 from fake_run import copy_demo, make_run
 from model import FMRLRec
 from model.slicing import nested_and_independent, parameter_count, slice_model
+from scripts import params as params_script
 
 SIZES = [4, 8, 16]
 

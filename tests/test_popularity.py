@@ -1,4 +1,4 @@
-"""Test metrics by target popularity (trainer/popularity.py): counts over the training labels, buckets,
+"""Test metrics by target popularity (evaluation/popularity.py): counts over the training labels, buckets,
 exact per-bucket metrics, buckets that add up to the overall metrics, and the file train.py and eval.py write."""
 import json
 import math
@@ -11,9 +11,9 @@ import torch
 import eval as eval_script
 import train as train_script
 from datasets.p5 import split_examples
-from trainer.evaluate import metrics_from_ranks
-from trainer.metrics import TIED_SHARE, exact_ranks
-from trainer.popularity import BUCKETS, bucket_indices, popularity_report, popularity_table, target_counts
+from evaluation.evaluate import metrics_from_ranks
+from evaluation.metrics import TIED_SHARE, exact_ranks
+from evaluation.popularity import BUCKETS, bucket_indices, popularity_report, popularity_table, target_counts
 
 # max_len 25: user 4's training part has 28 items, so its first three (item 6) are never a training label.
 MAX_LEN = 25

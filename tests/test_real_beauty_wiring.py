@@ -7,8 +7,8 @@ import torch
 from config import parse_args
 from datasets.feature_builds import ensure_feature_tables
 from datasets.features import FeatureTableError, feature_cache_path, save_feature_table
+from runs.run_inputs import build_model, load_data
 from tests.conftest import SHARED_DATA
-from trainer.run_inputs import build_model, load_data
 from trainer.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / 'beauty').exists(), reason='real data folder absent')

@@ -6,10 +6,10 @@ import pytest
 
 import eval as eval_script
 import reproduce
-import results_table
 from config import parse_args
 from datasets.demo import DEMO_ENCODER
 from datasets.features import feature_cache_path
+from scripts import results_table
 
 
 def test_presets_are_the_papers_best_configuration():

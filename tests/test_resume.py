@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from model.fp32_matmul import DISABLE_ENV
+from runs.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT
 from tests.conftest import ROOT
-from trainer.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT
 from utils.io import atomic_torch_save, write_json
 
 EPOCHS = 3

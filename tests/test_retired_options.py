@@ -8,7 +8,7 @@ import eval as eval_script
 import export as export_script
 from config import parse_args
 from fake_run import copy_demo, make_run
-from trainer.run_config import config_dict, config_differences, resume_arguments, saved_run_args
+from runs.run_config import config_dict, config_differences, resume_arguments, saved_run_args
 from utils.retired_options import RETIRED_OPTIONS
 
 OLD_KEYS = {'min_rating': 0, 'min_uc': 5, 'min_sc': 5, 'split': 'leave_one_out', 'eval_mode': None}

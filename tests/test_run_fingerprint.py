@@ -15,8 +15,8 @@ from datasets import feature_preprocessing, text_features
 from datasets.demo import DEMO_ENCODER
 from datasets.features import feature_cache_path, load_feature_table, save_feature_table, table_sha256
 from fake_run import copy_demo, make_run
-from trainer.run_folder import (INPUTS_FILE, read_accepted_input_changes, read_inputs_record, read_test_metrics,
-                                recent_checkpoint_path)
+from runs.run_folder import (INPUTS_FILE, read_accepted_input_changes, read_inputs_record, read_test_metrics,
+                             recent_checkpoint_path)
 
 TEXT_FILE = f'text_{DEMO_ENCODER}.npy'
 

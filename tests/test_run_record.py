@@ -9,7 +9,7 @@ import torch
 import yaml
 
 import train as train_script
-from trainer.loggers import WANDB_ID_FILE
+from runs.loggers import WANDB_ID_FILE
 
 SMALL = ['--mrl_hidden_sizes', '8,16', '--train_batch_size', '128', '--val_batch_size', '256',
          '--test_batch_size', '256', '--num_epochs', '2']

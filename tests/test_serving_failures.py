@@ -8,10 +8,10 @@ import torch
 import eval as eval_script
 import export as export_script
 import recommend as recommend_script
+from evaluation.evaluate import metrics_from_ranks
+from evaluation.metrics import UNRANKED, NonFiniteScoresError, exact_ranks, target_ranks
 from fake_run import copy_demo, make_run
-from trainer.evaluate import metrics_from_ranks
-from trainer.metrics import UNRANKED, NonFiniteScoresError, exact_ranks, target_ranks
-from trainer.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY
+from runs.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY
 
 BROKEN = 'blocks.0.feed_forward.w_1.weight.3'  # the last chunk: only size 32 (of 4, 8, 16, 32) reads it
 

@@ -1,5 +1,5 @@
 """The leave-one-out wiring through the real code path (datasets.p5.split_examples and
-trainer.run_inputs.load_data) against a derivation from each raw sequence, written out here by hand:
+runs.run_inputs.load_data) against a derivation from each raw sequence, written out here by hand:
 
     train labels  = s[:-2], last L, left-padded      train tokens = s[:-3], last L, left-padded
     val input     = s[:-2], last L, left-padded      val target   = s[-2]   val history  = s[:-2]
@@ -11,7 +11,7 @@ import pytest
 
 from config import parse_args
 from datasets.p5 import SequenceData, load_p5, split_examples
-from trainer.run_inputs import load_data
+from runs.run_inputs import load_data
 
 MAX_LEN = 4
 # Lengths 3 (the shortest leave-one-out allows), 4, 6, and 9 (longer than MAX_LEN + 2, so that

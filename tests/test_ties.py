@@ -10,15 +10,16 @@ import pytest
 import torch
 
 import eval as eval_script
+from evaluation.evaluate import evaluate, evaluate_ranks, metrics_from_ranks
+from evaluation.final_evaluation import print_table, results_from_ranks
+from evaluation.metrics import (BEST, DEFAULT_TIES, TIE_RULES, TIED_SHARE, WORST, exact_ranks, metric_sums,
+                                metric_values, ndcg_at, target_ranks)
+from evaluation.popularity import popularity_table
+from evaluation.sharded import sharded_evaluate
 from fake_run import randomise
 from model import FMRLRec
 from tests.test_metrics import FixedScores
-from trainer.distributed import SINGLE_PROCESS, sharded_evaluate
-from trainer.evaluate import evaluate, evaluate_ranks, metrics_from_ranks
-from trainer.final_evaluation import print_table, results_from_ranks
-from trainer.metrics import (BEST, DEFAULT_TIES, TIE_RULES, TIED_SHARE, WORST, exact_ranks, metric_sums,
-                             metric_values, ndcg_at, target_ranks)
-from trainer.popularity import popularity_table
+from trainer.distributed import SINGLE_PROCESS
 from utils.report import metrics_table
 
 NAMES = ('Recall', 'NDCG', 'MRR')

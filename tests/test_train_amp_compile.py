@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import train as train_script
-from trainer import evaluate as evaluate_module
+from evaluation import evaluate as evaluate_module
+from runs.run_inputs import build_model, load_data
 from trainer import trainer as trainer_module
-from trainer.run_inputs import build_model, load_data
 
 SIZES = '4,8'
 STEPS_PER_EPOCH = 5  # 1200 demo users / batch 256

@@ -7,8 +7,8 @@ import yaml
 import eval as eval_script
 import train as train_script
 from datasets.p5 import load_p5, split_examples
+from evaluation.metrics import TIED_SHARE
 from popularity_baseline import popularity_metrics
-from trainer.metrics import TIED_SHARE
 
 SIZES = '8,16,32,64'
 

@@ -14,8 +14,8 @@ from datasets.encoders import DEFAULT_LANGUAGE_ENCODER as DEFAULT_TEXT_ENCODER
 from datasets.encoders import _in_hub_cache
 from datasets.features import feature_cache_path
 from model.fmrlrec import FMRLRec
+from runs.run_folder import RECENT_CHECKPOINT
 from tests.test_bad_input import SMALL, one_thread  # noqa: F401  (one_thread: an autouse fixture)
-from trainer.run_folder import RECENT_CHECKPOINT
 
 
 def stopped(*argv, data_root=None, run=None):

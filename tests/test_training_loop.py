@@ -11,7 +11,7 @@ from config import parse_args
 from datasets.p5 import SequenceData, split_examples
 from model import FMRLRec
 from model.mrl import MRLLinear
-from trainer.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY
+from runs.run_folder import BEST_CHECKPOINT, STATE_DICT_KEY
 from trainer.trainer import Trainer
 
 NUM_ITEMS = 20

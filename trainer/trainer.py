@@ -12,14 +12,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from evaluation.sharded import sharded_evaluate
 from model import cpu_routes
 from model.packing import pack_batch
-from trainer.distributed import SINGLE_PROCESS, local_share, sharded_evaluate
-from trainer.loggers import MetricLoggers
+from runs.loggers import MetricLoggers
+from runs.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT, STATE_DICT_KEY, models_dir, write_checkpoint
+from trainer.distributed import SINGLE_PROCESS, local_share
 from trainer.optim import build_optimizer, cosine_with_warmup
 from trainer.rng import restore_rng_states, rng_states
-from trainer.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT, STATE_DICT_KEY, models_dir
-from utils.io import atomic_torch_save
 from utils.runtime import autocast, kill_self, planned_fault, set_seed
 
 OPTIMIZER_STATE_DICT_KEY = 'optimizer_state_dict'
@@ -165,7 +165,7 @@ class Trainer:
     def save(self, name):
         self.saves += 1
         crash = self._crash_mid_write if self.kill_in_save == self.saves else None
-        atomic_torch_save(self.state(), self.models_dir / name, before_rename=crash)
+        write_checkpoint(self.export_root, name, self.state(), before_rename=crash)
 
     @staticmethod
     def _crash_mid_write(tmp):

@@ -3,7 +3,7 @@ every feature table and the preprocessing, and their comparison with the run's r
 
 A run resumed, tested, exported or served on other inputs stops with one line naming what changed,
 unless --accept_changed_inputs lets it go on, which is then said on standard error and in the metrics
-files. trainer/run_inputs.py fingerprints what it loads with these functions.
+files. runs/run_inputs.py fingerprints what it loads with these functions.
 """
 import hashlib
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from datasets.feature_preprocessing import preprocessing_signature, same_signature
 from datasets.features import table_sha256
-from trainer.run_folder import INPUTS_FILE, CheckpointError, read_inputs_record, read_saved_config
+from runs.run_folder import INPUTS_FILE, CheckpointError, read_inputs_record, read_saved_config
 
 ACCEPT_OPTION = '--accept_changed_inputs'
 RECORD_FORMAT = 1

@@ -3,7 +3,7 @@ import csv
 from pathlib import Path
 
 from datasets.features import modality_name
-from trainer.run_folder import LOGS_DIR, find_tested_runs, read_saved_config, read_test_metrics
+from runs.run_folder import find_tested_runs, log_path, read_saved_config, read_test_metrics
 from utils.paper import PAPER_COLUMNS, paper_reference
 
 
@@ -24,7 +24,7 @@ def run_summary(run):
         return None
     largest = str(max(int(s) for s in by_size))
     seconds, epochs, best_epoch, best = 0.0, 0, None, -1.0
-    log = run / LOGS_DIR / 'logs.csv'
+    log = log_path(run)
     if log.exists():
         with open(log, newline='') as handle:
             for row in csv.DictReader(handle):
@@ -82,7 +82,7 @@ def comparison_markdown(summary):
 
 def training_curve_markdown(run, sizes_to_show=3):
     """Per-epoch training loss and validation NDCG@10 (largest and a few smaller sizes) from logs.csv."""
-    log = Path(run) / LOGS_DIR / 'logs.csv'
+    log = log_path(run)
     if not log.exists():
         return ''
     with open(log, newline='') as handle:

@@ -1,8 +1,8 @@
 """Parameter accounting (the paper's Figure 4): one nested run against separately trained models.
 
-    python params.py                                   # the paper's set-up: sizes 8..1024, 2 blocks, 2048-d features
-    python params.py --export_root RUN                 # a trained run (its checkpoint decides the shapes)
-    python params.py --sizes 8,16,32,64,128,256,512,1024,2048 --plot d2048.png
+    python scripts/params.py                           # the paper's set-up: sizes 8..1024, 2 blocks, 2048-d features
+    python scripts/params.py --export_root RUN         # a trained run (its checkpoint decides the shapes)
+    python scripts/params.py --sizes 8,16,32,64,128,256,512,1024,2048 --plot d2048.png
 
 For every size s it prints the parameters of the nested slice of width s, of an independently
 trained (dense) model of width s, of all independent models of the sizes up to s, and the saving
@@ -14,10 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from config import DEFAULT_SIZES, ConfigError, parse_sizes
-from model.slicing import CONVENTIONS, nested_and_independent
-from trainer.run_folder import STATE_DICT_KEY, CheckpointError, best_checkpoint_path, load_checkpoint, read_run_config
-from utils.paper import PAPER_FEATURE_WIDTH, PAPER_NUM_BLOCKS
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python scripts/params.py` runs from anywhere
+
+from config import DEFAULT_SIZES, ConfigError, parse_sizes  # noqa: E402  (after the path set-up above)
+from model.slicing import CONVENTIONS, nested_and_independent  # noqa: E402
+from runs.run_folder import (STATE_DICT_KEY, CheckpointError, best_checkpoint_path, load_checkpoint,  # noqa: E402
+                             read_run_config)
+from utils.paper import PAPER_FEATURE_WIDTH, PAPER_NUM_BLOCKS  # noqa: E402
 
 PAPER_FEATURE_DIM = 2 * PAPER_FEATURE_WIDTH  # text + image
 DEFAULT_PLOT_DIR = Path('experiments') / 'plots'  # ignored by git

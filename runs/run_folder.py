@@ -2,14 +2,14 @@
 
     RUN/args.yaml                         the run's options, written before training (run_config.py)
     RUN/inputs.json                       what the run was trained on: dataset, feature tables, preprocessing
-                                          (its fingerprint, trainer/input_fingerprint.py; docs/resume.md, "Inputs")
+                                          (its fingerprint, runs/input_fingerprint.py; docs/resume.md, "Inputs")
     RUN/environment.yaml, RUN/train.log   what ran where, and what was printed (utils/)
     RUN/models/best_acc_model.pth         the best epoch's weights (tested, exported)
     RUN/models/checkpoint-recent.pth      everything a resume needs; written last at each epoch end
-    RUN/logs/logs.csv, RUN/tb/            per-epoch metrics (trainer/loggers.py)
+    RUN/logs/logs.csv, RUN/tb/            per-epoch metrics (runs/loggers.py)
     RUN/test_metrics.json                 the largest size's test metrics
     RUN/test_mrl_metrics.json             {size: metrics} for every size
-    RUN/test_mrl_metrics_by_popularity.json   the same ranks by target popularity (trainer/popularity.py)
+    RUN/test_mrl_metrics_by_popularity.json   the same ranks by target popularity (evaluation/popularity.py)
     RUN/.train.lock                       locked by the train.py that writes RUN (RunFolderLock)
 
 A suffix ('_masked', '_unmasked') names the metrics files of another protocol than the run's.
@@ -26,11 +26,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from utils.io import DiskFullError, remove_stale_temporaries, write_json, write_yaml
+from utils.io import DiskFullError, atomic_torch_save, remove_stale_temporaries, write_json, write_yaml
 
 ARGS_FILE = 'args.yaml'
 MODELS_DIR = 'models'
 LOGS_DIR = 'logs'
+LOG_FILE = 'logs.csv'  # in LOGS_DIR: one row per epoch
+TENSORBOARD_DIR = 'tb'
 BEST_CHECKPOINT = 'best_acc_model.pth'
 RECENT_CHECKPOINT = 'checkpoint-recent.pth'
 STATE_DICT_KEY = 'model_state_dict'  # the model's weights in either checkpoint
@@ -60,6 +62,14 @@ def best_checkpoint_path(root):
 
 def recent_checkpoint_path(root):
     return models_dir(root) / RECENT_CHECKPOINT
+
+
+def log_path(root):
+    return Path(root) / LOGS_DIR / LOG_FILE
+
+
+def tensorboard_dir(root):
+    return Path(root) / TENSORBOARD_DIR
 
 
 def metrics_path(root, suffix=''):
@@ -152,6 +162,12 @@ def read_inputs_record(root):
 
 def write_inputs_record(root, record):
     write_json(inputs_path(root), record)
+
+
+def write_checkpoint(root, name, state, before_rename=None):
+    """models/<name> (BEST_CHECKPOINT or RECENT_CHECKPOINT), replaced atomically: a reader sees the old file
+    or the new one, never a part. `before_rename(tmp)` runs between the write and the rename (test faults)."""
+    atomic_torch_save(state, models_dir(root) / name, before_rename=before_rename)
 
 
 def torch_load(path, map_location='cpu'):

@@ -5,7 +5,7 @@ the trainer and its phase); every report is built from it alone.
 """
 from dataclasses import dataclass
 
-from trainer.run_folder import RECENT_CHECKPOINT, models_dir, recent_checkpoint_path
+from runs.run_folder import RECENT_CHECKPOINT, models_dir, recent_checkpoint_path
 
 
 @dataclass

@@ -1,18 +1,18 @@
 """The final evaluation: test a run's best checkpoint at every size and write the run folder's metrics
-files (test_mrl_metrics.json, test_metrics.json, and by target popularity: trainer/popularity.py).
+files (test_mrl_metrics.json, test_metrics.json, and by target popularity: evaluation/popularity.py).
 Beside each size's metrics, the files give the share of test targets scored exactly like another
 item (TIED_SHARE), whose metrics depend on the tie rule (docs/content_features.md, Ties)."""
 import json
 
 import torch
 
-from trainer.distributed import sharded_ranks
-from trainer.evaluate import evaluate_ranks, metrics_from_ranks
-from trainer.metrics import DEFAULT_TIES, TIED_SHARE, NonFiniteScoresError, tied_share
-from trainer.popularity import popularity_report, popularity_table, target_counts
-from trainer.run_folder import (STATE_DICT_KEY, CheckpointError, best_checkpoint_path, load_best_weights,
-                                popularity_path, write_test_metrics)
-from trainer.run_inputs import accepted_input_changes
+from evaluation.evaluate import evaluate_ranks, metrics_from_ranks
+from evaluation.metrics import DEFAULT_TIES, TIED_SHARE, NonFiniteScoresError, tied_share
+from evaluation.popularity import popularity_report, popularity_table, target_counts
+from evaluation.sharded import sharded_ranks
+from runs.run_folder import (STATE_DICT_KEY, CheckpointError, best_checkpoint_path, load_best_weights,
+                             popularity_path, write_test_metrics)
+from runs.run_inputs import accepted_input_changes
 from utils.report import metrics_table
 
 
@@ -39,7 +39,7 @@ def evaluate_best_checkpoint(args, model, test_examples, export_root, device, pr
     `training_examples`: (tokens, labels) of the run's training split, whose labels give each test
     target's popularity. `suffix` names the files of another protocol than the run's (e.g. '_masked'
     for test_mrl_metrics_masked.json when eval.py overrides --mask_history); `ties`: how a target
-    ranks among items scored exactly like it (trainer/metrics.TIE_RULES)."""
+    ranks among items scored exactly like it (evaluation/metrics.TIE_RULES)."""
     checkpoint = load_best_weights(model, export_root, 'cpu')  # only the weights go on to the model's device
     _, inputs, targets, histories = test_examples
     ranks = evaluate_ranks(model, inputs, targets, histories, len(args.mrl_hidden_sizes), args.test_batch_size,

@@ -1,12 +1,15 @@
 """Collect every finished run under experiments/ into one markdown table next to the paper's rows.
 
-    python results_table.py [--root experiments] [--out results.md] [--curves]
+    python scripts/results_table.py [--root experiments] [--out results.md] [--curves]
 """
 import argparse
 import sys
+from pathlib import Path
 
-from utils.io import atomic_write_text
-from trainer.run_results import find_summaries, results_markdown, training_curve_markdown
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python scripts/results_table.py` runs from anywhere
+
+from runs.run_results import find_summaries, results_markdown, training_curve_markdown  # noqa: E402
+from utils.io import atomic_write_text  # noqa: E402
 
 
 def main(argv=None):

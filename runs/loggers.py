@@ -10,6 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
+from runs.run_folder import LOGS_DIR, log_path, tensorboard_dir
 from utils.io import atomic_write_text, write_csv
 
 WANDB_ID_FILE = 'wandb_run_id'  # in RUN/logs/
@@ -44,13 +45,13 @@ class MetricLoggers:
     def __init__(self, export_root, args, config_dict, use_tensorboard=True, use_wandb=False, resume_step=None):
         """resume_step: the first global step a resumed run will log; TensorBoard drops the events
         from it on, which the interrupted run wrote and this one will write again."""
-        self.csv = CSVLog(Path(export_root) / 'logs' / 'logs.csv')
+        self.csv = CSVLog(log_path(export_root))
         self.tensorboard = None
         self.wandb_run = None
         if use_tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.tensorboard = SummaryWriter(log_dir=str(Path(export_root) / 'tb'), purge_step=resume_step)
+                self.tensorboard = SummaryWriter(log_dir=str(tensorboard_dir(export_root)), purge_step=resume_step)
             except ImportError:
                 print('TensorBoard is not installed; logging to logs/logs.csv only.')
         if use_wandb:
@@ -92,7 +93,7 @@ def hparam_values(config_dict):
 
 def wandb_run_id(export_root):
     """The W&B run id of this run folder, made on first use: every --resume logs to the same W&B run."""
-    path = Path(export_root) / 'logs' / WANDB_ID_FILE
+    path = Path(export_root) / LOGS_DIR / WANDB_ID_FILE
     if path.exists():
         return path.read_text().strip()
     run_id = secrets.token_hex(4)

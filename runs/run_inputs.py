@@ -1,7 +1,7 @@
 """From a configuration to tensors and a model: the one place that reads the dataset folder.
 
 It also fingerprints what it loads and compares that with what a run was trained on
-(trainer/input_fingerprint.py). Loading notices go to standard error: standard output holds a
+(runs/input_fingerprint.py). Loading notices go to standard error: standard output holds a
 command's result (recommend.py --json).
 """
 import sys
@@ -14,9 +14,9 @@ from datasets.features import FeatureTableError, check_feature_table, feature_ca
 from datasets.item_text import ALL_FIELDS
 from datasets.p5 import load_p5, metadata_warning, split_examples
 from model.fmrlrec import FMRLRec
-from trainer.input_fingerprint import (RECORD_FORMAT, LoadedInputs, dataset_changes, dataset_fingerprint,
-                                       feature_changes, features_fingerprint, inputs_check,
-                                       preprocessing_fingerprint)
+from runs.input_fingerprint import (RECORD_FORMAT, LoadedInputs, dataset_changes, dataset_fingerprint,
+                                    feature_changes, features_fingerprint, inputs_check,
+                                    preprocessing_fingerprint)
 
 
 def print_notice(text):

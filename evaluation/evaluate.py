@@ -3,14 +3,14 @@ last position is computed, and targets are ranked by counting (no sort).
 
 With `amp='bf16'` the table and the hidden states are computed in bf16 but the scores in fp32
 (FMRLRec.scores): bf16 scores would tie many items with the target, and the metrics would read
-those ties as a random order of the tied items (trainer/metrics.py), not the order fp32 scores give.
+those ties as a random order of the tied items (evaluation/metrics.py), not the order fp32 scores give.
 """
 import torch
 from tqdm import tqdm
 
+from evaluation.metrics import (BEST, DEFAULT_TIES, UNRANKED, NonFiniteScoresError, check_tie_rule, metric_sums,
+                                ordered_metric_names, target_ranks)
 from model.packing import pack_last_position
-from trainer.metrics import (BEST, DEFAULT_TIES, UNRANKED, NonFiniteScoresError, check_tie_rule, metric_sums,
-                             ordered_metric_names, target_ranks)
 from utils.runtime import autocast
 
 
@@ -24,7 +24,7 @@ def _to_device(tensor, device):
 def evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size=64, device='cpu',
                    mask_history=False, amp='none', progress=True, description='eval'):
     """(M, U, 2) best and worst 1-based rank of each user's target for every size, computed on
-    `device` (trainer/metrics.target_ranks; the tie rule is applied by metrics_from_ranks)."""
+    `device` (evaluation/metrics.target_ranks; the tie rule is applied by metrics_from_ranks)."""
     if len(targets) and int(targets.min()) < 1:
         raise ValueError('evaluation targets must be item ids >= 1 (0 is the padding item)')
     with torch.no_grad():
@@ -79,7 +79,7 @@ def compact_inputs(inputs, table):
 
 
 def excluded_items(histories, targets):
-    """(B, X) items each user's target is ranked as if they scored -inf (trainer/metrics.target_ranks):
+    """(B, X) items each user's target is ranked as if they scored -inf (evaluation/metrics.target_ranks):
     the padding item 0 and, given the (B, H) zero-padded histories, each other history item once;
     -1 marks unused entries. A repeated target stays rankable (the released protocol's behaviour)."""
     padding = torch.zeros(len(targets), 1, dtype=torch.long)
@@ -94,7 +94,7 @@ def excluded_items(histories, targets):
 
 def metrics_from_ranks(ranks, sizes, ks, ties=DEFAULT_TIES):
     """{size: {metric: mean over users}} from (M, U, 2) rank pairs, ties read by the rule `ties`
-    (trainer/metrics.TIE_RULES); NonFiniteScoresError, naming the sizes, when some users could not be
+    (evaluation/metrics.TIE_RULES); NonFiniteScoresError, naming the sizes, when some users could not be
     ranked (their scores were not finite)."""
     check_tie_rule(ties)
     order = ordered_metric_names(ks)

@@ -1,21 +1,7 @@
-"""A trained run loaded back from its run folder: the full model with the best weights (eval.py,
-export.py), or a Trainer restored from the recent checkpoint (train.py --resume)."""
-from trainer.run_config import config_differences, saved_run_args
-from trainer.run_folder import CheckpointError, load_best_weights, torch_load
-from trainer.run_inputs import build_model, load_run_inputs
+"""A Trainer restored from its run's recent checkpoint (train.py --resume; docs/resume.md)."""
+from runs.run_config import config_differences
+from runs.run_folder import CheckpointError, torch_load
 from trainer.trainer import RESUME_KEYS
-
-
-def load_trained_run(export_root, data_root=None, accept_changed_inputs=False):
-    """(run configuration, SequenceData, full model with the best checkpoint's weights, eval mode).
-
-    The dataset and feature tables must be those the run was trained on (RUN/inputs.json), unless
-    `accept_changed_inputs`; notices go to standard error, and no feature table is built."""
-    args = saved_run_args(export_root, {'data_root': data_root, 'accept_changed_inputs': accept_changed_inputs or None})
-    data, features = load_run_inputs(args, trained_run=True)
-    model = build_model(args, data.num_items, features)
-    load_best_weights(model, export_root, 'cpu')
-    return args, data, model.eval()
 
 
 def load_resume_state(trainer, path, current_config):

@@ -10,7 +10,7 @@ for each bucket's share of tied targets).
 """
 import torch
 
-from trainer.metrics import DEFAULT_TIES, TIED_SHARE, check_tie_rule, metric_sums, ordered_metric_names, tied_share
+from evaluation.metrics import DEFAULT_TIES, TIED_SHARE, check_tie_rule, metric_sums, ordered_metric_names, tied_share
 
 # (name, lowest count, highest count or None for no bound); together they cover 0, 1, 2, ...
 BUCKETS = (('0', 0, 0), ('1-4', 1, 4), ('5-19', 5, 19), ('20+', 20, None))
@@ -48,7 +48,7 @@ def bucket_indices(counts):
 def popularity_report(ranks, sizes, ks, counts, targets, ties=DEFAULT_TIES):
     """The by-popularity JSON: bucket bounds, the tie rule, users and distinct target items per
     bucket, and every size's metrics and share of tied targets per bucket. ranks: (M, U, 2) as from
-    trainer.evaluate.evaluate_ranks; counts, targets: (U,); ties: trainer/metrics.TIE_RULES.
+    evaluation.evaluate.evaluate_ranks; counts, targets: (U,); ties: evaluation/metrics.TIE_RULES.
     An empty bucket has users 0 and null metrics (JSON has no NaN)."""
     check_tie_rule(ties)
     ranks, counts, targets = ranks.cpu(), counts.cpu(), targets.cpu()

@@ -7,9 +7,9 @@ run; `saved_run_args` gives a finished run's options (eval.py, export.py) with a
 from pathlib import Path
 
 from config import ConfigError, build_parser, expand_config, finalize, parse_args
+from runs.run_folder import (ARGS_FILE, read_run_config, read_saved_config, recent_checkpoint_path,
+                             write_inputs_record, write_run_config)
 from utils.config_file import name_config_file
-from trainer.run_folder import (ARGS_FILE, read_run_config, read_saved_config, recent_checkpoint_path,
-                                write_inputs_record, write_run_config)
 from utils.retired_options import without_retired
 
 # Options that may differ between a run and its resumption without changing what is computed.
@@ -107,7 +107,7 @@ def prepare_run_folder(args, write=True, lock=None):
 
 
 def record_inputs(args):
-    """RUN/inputs.json, what the run trains on (trainer/input_fingerprint.py): written when the run starts, and
+    """RUN/inputs.json, what the run trains on (runs/input_fingerprint.py): written when the run starts, and
     when a resume records a run from before such records or goes on with --accept_changed_inputs."""
     loaded = getattr(args, 'resolved_inputs', None)  # None: a configuration whose inputs were not loaded
     if loaded is not None and loaded.record_due:

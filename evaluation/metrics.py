@@ -43,7 +43,7 @@ def target_ranks(scores, targets, excluded=None):
 
     excluded: (R, X) item indices per row to rank as if they scored -inf (padding, history),
     without writing to `scores`; -1 marks unused entries, and an index appears once per row and
-    never as the row's target (trainer/evaluate.excluded_items builds them).
+    never as the row's target (evaluation/evaluate.excluded_items builds them).
     """
     if scores.shape[1] > 2 ** 24:
         raise ValueError(f'{scores.shape[1]} items: targets are ranked by float32 counts, exact up to 2**24 items')
