@@ -148,6 +148,9 @@ def build_parser():
     train.add_argument('--amp', type=str, default='none', choices=['none', 'bf16'],
                        help='bf16 autocast for the matrix products (CPU and CUDA)')
     _add_bool(train, 'compile', False, 'torch.compile the model')
+    train.add_argument('--threads', type=int, default=0,
+                       help='CPU threads of this process (0: OMP_NUM_THREADS when set, else the cores it may use, '
+                            'shared among torchrun\'s processes on the machine); recorded in environment.yaml')
     train.add_argument('--loss_item_chunk', type=int, default=0,
                        help='catalogue columns per chunk of the training loss, whose memory then stays bounded in '
                             'the number of items (0: chunk only when the unchunked loss would need over 1 GB; '
@@ -220,6 +223,8 @@ def finalize(args):
     args.mrl_hidden_sizes = parse_sizes(args.mrl_hidden_sizes)
     if args.lru_max_len < 1:
         raise ConfigError(f'--lru_max_len must be at least 1, got {args.lru_max_len}')
+    if args.threads < 0:
+        raise ConfigError(f'--threads must be 0 (automatic) or a positive number, got {args.threads}')
     if args.loss_item_chunk < 0:
         raise ConfigError(f'--loss_item_chunk must be 0 (automatic) or a positive number of items, '
                           f'got {args.loss_item_chunk}')

@@ -31,7 +31,7 @@ from runs.run_inputs import build_model, load_data
 from runs.trained_run import load_trained_run
 from utils.io import DiskFullError, atomic_write_text
 from utils.plots import plot_metrics_by_size
-from utils.runtime import DeviceError, resolve_device
+from utils.runtime import DeviceError, cpu_threads, resolve_device, torch_threads
 
 # What stops an evaluation with one line: a bad run folder, checkpoint (NaN weights included), data,
 # feature table, device or option, or a full disk (the files written before are intact).
@@ -50,6 +50,8 @@ def parse_eval_args(argv):
     p.add_argument('--mask_history', type=str2bool, nargs='?', const=True, default=None,
                    help="override the run's --mask_history")
     p.add_argument('--force', action='store_true', help='re-evaluate runs that already have results')
+    p.add_argument('--threads', type=int, default=0, help='CPU threads (0: OMP_NUM_THREADS when set, else the '
+                   'cores this process may use)')
     p.add_argument('--accept_changed_inputs', action='store_true',
                    help='test although the dataset or a feature table differs from what the run was trained on '
                         '(RUN/inputs.json); said on standard error and in the metrics files')
@@ -59,6 +61,8 @@ def parse_eval_args(argv):
                         'upper bound) or last (behind them, the lower bound); first and last with --eval_mode '
                         'test, writing *_ties_first.json / *_ties_last.json files')
     options = p.parse_args(argv)
+    if options.threads < 0:
+        p.error(f'--threads must be 0 (automatic) or a positive number, got {options.threads}')
     if options.ties != DEFAULT_TIES and options.eval_mode != 'test':
         p.error(f'--ties {options.ties} writes its own test files: use it with --eval_mode test')
     return options
@@ -118,7 +122,8 @@ def write_size_summary(export_root, args, data, model, by_size):
 def main(argv=None):
     options = parse_eval_args(sys.argv[1:] if argv is None else argv)
     try:
-        return evaluate_runs(options)
+        with torch_threads(cpu_threads(options.threads)):
+            return evaluate_runs(options)
     except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status, as train.py
         print('interrupted (Ctrl-C); every file eval.py writes is replaced whole, so the run being tested keeps its '
               'earlier metrics files, if any. Run the same command again to finish.', file=sys.stderr)

@@ -32,7 +32,7 @@ from trainer.trainer import NonFiniteLossError, Trainer, rank_seed
 from utils.environment import append_environment, environment_record
 from utils.io import DiskFullError
 from utils.run_log import RunLog
-from utils.runtime import DeviceError, set_seed
+from utils.runtime import DeviceError, cpu_threads, set_seed, torch_threads
 
 # Errors that mean "fix your input or your set-up": reported as one line, without a traceback.
 USER_ERRORS = (ConfigError, DataError, FeatureTableError, CheckpointError, DeviceError, RunFolderError, LoggerError)
@@ -51,7 +51,7 @@ def load_inputs(args, group, say, lock):
 
 def run(argv, group, device, progress, log):
     args = resume_arguments(argv)
-    with RunFolderLock(args.export_root, enabled=group.is_main) as lock:  # one writer per run folder
+    with RunFolderLock(args.export_root, enabled=group.is_main) as lock, torch_threads(cpu_threads(args.threads)):
         return run_locked(args, group, device, progress, log, lock)
 
 

@@ -15,7 +15,7 @@ from utils.retired_options import without_retired
 # Options that may differ between a run and its resumption without changing what is computed.
 RESUMABLE_DIFFERENCES = {'resume', 'device', 'num_workers', 'use_wandb', 'use_tensorboard', 'data_root',
                          'feature_dir', 'image_root', 'export_root', 'feature_batch_size', 'compile',
-                         'accept_changed_inputs', 'loss_item_chunk'}
+                         'accept_changed_inputs', 'loss_item_chunk', 'threads'}
 # Options of one command, never saved with the run: a resume must not accept changed inputs because an
 # earlier one did (RUN/inputs.json keeps what was accepted).
 COMMAND_ONLY = {'accept_changed_inputs'}

@@ -5,6 +5,7 @@ driver when there is a GPU, the CPU and the instruction set torch's kernels use,
 the resolved device and process count, the host, the git commit of the code and whether its tree
 had uncommitted changes, and the command line. Enough to tell why two runs differ in the last digits.
 """
+import os
 import platform
 import socket
 import subprocess
@@ -72,6 +73,9 @@ def environment_record(device, world_size=1, resumed_after_epoch=None):
         'device': str(device),
         'processes': world_size,
         'threads': torch.get_num_threads(),
+        'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),  # None: not set
+        'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'),
+        'cores_allowed': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
         'cpu': cpu_name(),
         'cpu_capability': torch.backends.cpu.get_cpu_capability(),
         'platform': platform.platform(),

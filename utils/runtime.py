@@ -10,6 +10,35 @@ import torch
 
 from utils.cpu_probe import BF16_ENV, cpu_bf16_verdict
 
+THREADS_ENV = 'OMP_NUM_THREADS'
+
+
+def cpu_threads(requested=0):
+    """Threads for this process's CPU work: `requested` when positive; else OMP_NUM_THREADS when the
+    environment sets it (a job runner's one-thread-per-job stays in force); else the cores this process
+    may use (its affinity mask, which taskset and container limits narrow), shared among the processes
+    torchrun started on this machine. Several jobs on one machine: give each its share (README, "Speed")."""
+    if requested and requested > 0:
+        return int(requested)
+    if os.environ.get(THREADS_ENV, '').strip().isdigit() and int(os.environ[THREADS_ENV]) > 0:
+        return int(os.environ[THREADS_ENV])
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', '1') or 1)))
+
+
+@contextlib.contextmanager
+def torch_threads(count):
+    """torch's CPU threads set to `count` inside the block, restored after (commands run in-process too)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(previous)
+
 # Test-only: FMRLREC_FAULT='kill_at_step=N' kills the process right after global step N;
 # 'kill_in_save=N' kills it during the N-th checkpoint write (after the data, before the rename).
 FAULT_ENV = 'FMRLREC_FAULT'
