@@ -17,6 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from utils.omp_policy import set_wait_policy  # before anything imports torch (utils/omp_policy.py)
+
+set_wait_policy()
+
 from config import EXPERIMENT_ROOT, ConfigError, str2bool
 from datasets.features import FeatureTableError
 from datasets.p5 import DataError

@@ -13,6 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from utils.omp_policy import set_wait_policy  # before anything imports torch (utils/omp_policy.py)
+
+set_wait_policy()
+
 from deploy.export_format import ExportError, check_finite, export_bytes, parameter_total
 from deploy.run_export import RUN_ERRORS, export_run
 from model.slicing import SizeError, size_position

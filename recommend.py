@@ -19,6 +19,10 @@ import argparse
 import json
 import sys
 
+from utils.omp_policy import set_wait_policy  # before anything imports torch (utils/omp_policy.py)
+
+set_wait_policy()
+
 import torch
 
 from deploy.export_format import ExportError, load_export

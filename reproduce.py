@@ -17,6 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from utils.omp_policy import set_wait_policy  # before anything imports torch (utils/omp_policy.py)
+
+set_wait_policy()
+
 import train as train_script
 from config import parse_args
 from runs.run_results import comparison_markdown, run_summary

@@ -11,6 +11,10 @@ import os
 import sys
 from pathlib import Path
 
+from utils.omp_policy import set_wait_policy  # before anything imports torch (utils/omp_policy.py)
+
+set_wait_policy()
+
 import torch
 
 from config import ConfigError, expand_config, parse_args

@@ -9,10 +9,11 @@ the test. Scenarios:
 - alone: nothing else runs;
 - beside one busy process: a single-thread Python loop spins on one core meanwhile (a neighbour's job);
 - two at once: two demos start together (two seeds side by side), each timed.
-A policy is the environment the demo starts with: `default` (nothing set: OpenMP's own spinning),
+A policy is the environment the demo starts with: `entry` (nothing set: train.py chooses,
+utils/omp_policy.py), `openmp_default` (GOMP_SPINCOUNT=300000, OpenMP's own spinning: what ran before),
 `passive` (OMP_WAIT_POLICY=PASSIVE: threads sleep at once), `spin<N>` (GOMP_SPINCOUNT=N: spin N
 iterations, then sleep). The table gives each wall time and its ratio to the demo alone under
-the default policy. Run it on an otherwise quiet machine; the hardware is printed with it.
+`openmp_default`. Run it on an otherwise quiet machine; the hardware is printed with it.
 """
 import argparse
 import json
@@ -32,10 +33,12 @@ def policy_environment(policy):
     env['HF_HUB_OFFLINE'] = '1'
     if policy == 'passive':
         env['OMP_WAIT_POLICY'] = 'PASSIVE'
+    elif policy == 'openmp_default':
+        env['GOMP_SPINCOUNT'] = '300000'  # libgomp's own spin count: what ran before utils/omp_policy.py
     elif policy.startswith('spin'):
         env['GOMP_SPINCOUNT'] = policy[len('spin'):]
-    elif policy != 'default':
-        raise SystemExit(f'error: unknown policy {policy!r}: default, passive or spin<N>')
+    elif policy != 'entry':
+        raise SystemExit(f'error: unknown policy {policy!r}: entry, openmp_default, passive or spin<N>')
     return env
 
 
@@ -71,7 +74,7 @@ def scenario(name, policy, work, data_root, extra):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--policies', default='default,passive,spin10000')
+    parser.add_argument('--policies', default='entry,openmp_default,passive')
     parser.add_argument('--scenarios', default='alone,beside_busy,two_at_once')
     parser.add_argument('--train_args', default='', help='extra train.py arguments (e.g. "--num_epochs 1" for a check)')
     parser.add_argument('--json', action='store_true')
@@ -86,13 +89,13 @@ def main(argv=None):
         data_root = work / 'data'
         # The demo data are generated once, outside the timings.
         subprocess.run([sys.executable, '-c', f'from datasets.demo import ensure_demo; ensure_demo({str(data_root / "demo")!r}, seed=0)'],
-                       cwd=REPO, check=True, env=policy_environment('default'), stderr=subprocess.DEVNULL)
+                       cwd=REPO, check=True, env=policy_environment('passive'), stderr=subprocess.DEVNULL)
         for name in options.scenarios.split(','):
             for policy in options.policies.split(','):
                 seconds = scenario(name, policy, work, data_root, extra)
                 results.append({'scenario': name, 'policy': policy, 'seconds': seconds})
                 print(f'{name:12s} {policy:10s} ' + ' '.join(f'{s:.1f}s' for s in seconds), file=sys.stderr, flush=True)
-    base = next((r['seconds'][0] for r in results if r['scenario'] == 'alone' and r['policy'] == 'default'), None)
+    base = next((r['seconds'][0] for r in results if r['scenario'] == 'alone' and r['policy'] == 'openmp_default'), None)
     summary = {'cpu': cpu_summary(), 'cores': len(os.sched_getaffinity(0)), 'allocator': allocator(),
                'load_average_at_end': os.getloadavg()[0], 'train_args': extra, 'results': results,
                'alone_default_seconds': base}
@@ -101,7 +104,7 @@ def main(argv=None):
         return 0
     print(f"{summary['cpu']['model']} ({summary['cpu']['torch_capability']}), {summary['cores']} cores, "
           f"{summary['allocator']}")
-    print('| scenario | policy | wall s (each demo) | x alone, default policy |\n|---|---|---:|---:|')
+    print('| scenario | policy | wall s (each demo) | x alone, openmp_default |\n|---|---|---:|---:|')
     for r in results:
         ratios = ' / '.join(f'{s / base:.2f}x' for s in r['seconds']) if base else '–'
         print(f"| {r['scenario']} | {r['policy']} | {' / '.join(f'{s:.1f}' for s in r['seconds'])} | {ratios} |")

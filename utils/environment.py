@@ -75,6 +75,7 @@ def environment_record(device, world_size=1, resumed_after_epoch=None):
         'threads': torch.get_num_threads(),
         'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),  # None: not set
         'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'),
+        'gomp_spincount': os.environ.get('GOMP_SPINCOUNT'),  # utils/omp_policy.py
         'cores_allowed': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
         'cpu': cpu_name(),
         'cpu_capability': torch.backends.cpu.get_cpu_capability(),
