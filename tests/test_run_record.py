@@ -35,14 +35,11 @@ def recorded_run(demo_root, tmp_path_factory):
     wandb = types.ModuleType('wandb')
     wandb.runs = []
     wandb.init = lambda **options: wandb.runs.append(FakeWandbRun(**options)) or wandb.runs[-1]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(sys.modules, 'wandb', wandb)
         train_script.main(['--dataset_code', 'demo', '--data_root', str(demo_root), '--export_root', str(run),
-                           '--use_wandb', *SMALL])
-        train_script.main(['--resume', str(run)])
-    torch.set_num_threads(threads)
+                           '--use_wandb', '--threads', '1', *SMALL])
+        train_script.main(['--resume', str(run), '--threads', '1'])
     return run, wandb.runs
 
 
