@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python scripts/content_study.py` runs from anywhere
 
 from scripts.study_rows import (ensure_popularity, parse_study_options, popularity_markdown,  # noqa: E402
-                                read_log, run_rows, study_parser, write_report)
+                                read_log, row_state, run_rows, study_parser, write_report)
 
 # The cheap configuration: the paper's Beauty preset (2 blocks, r in [0, 0.1], dropout 0.6,
 # weight decay 0.01) at D = 64 with lr 1e-3 and a 10-epoch cosine budget (~15 min a row here).
@@ -137,10 +137,8 @@ def report(options):
 
 
 def list_rows(options):
-    out = Path(options.out)
     for name, factor, change, _ in ROWS:
-        state = 'finished' if is_finished(out / name) else ('started' if (out / name).exists() else 'pending')
-        print(f'{name:18s} {state:9s} {factor}: {change}')
+        print(f'{name:18s} {row_state(Path(options.out) / name, is_finished):9s} {factor}: {change}')
         if options.verbose:
             print('    python train.py ' + ' '.join(row_argv(name, options)))
     return 0

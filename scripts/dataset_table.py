@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python scripts/dataset_table.py` runs from anywhere
 
 from scripts.study_rows import (ensure_popularity, parse_study_options, popularity_markdown,  # noqa: E402
-                                read_log, run_rows, study_parser, write_report)
+                                read_log, row_state, run_rows, study_parser, write_report)
 from utils.paper import PAPER_ABLATIONS, PAPER_FMRLREC, PAPER_LRUREC  # noqa: E402
 
 DATASETS = ('beauty', 'sports', 'clothing')
@@ -195,10 +195,8 @@ def run(options):
 
 
 def list_rows(options):
-    out = Path(options.out)
     for name in ROWS:
-        state = 'finished' if is_finished(out / name) else ('started' if (out / name).exists() else 'pending')
-        print(f'{name:16s} {state}')
+        print(f'{name:16s} {row_state(Path(options.out) / name, is_finished)}')
         if options.verbose:
             print('    ' + row_command(name, options)[-1])
     return 0

@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))  # `python scripts/nested_dedicated.py` runs from 
 
 from runs.run_folder import STATE_DICT_KEY, best_checkpoint_path, load_checkpoint  # noqa: E402
 from scripts import dataset_table  # noqa: E402  (after the path set-up above)
-from scripts.study_rows import (ensure_popularity, parse_study_options, read_log, run_rows,  # noqa: E402
-                                study_parser, write_report)
+from scripts.study_rows import (ensure_popularity, parse_study_options, read_log, row_state,  # noqa: E402
+                                run_rows, study_parser, write_report)
 
 SIZES = (8, 16, 32, 64, 128, 256)
 # Beauty in every kind first (text-only, the paper's content model, leading), then the kind that
@@ -225,9 +225,7 @@ def run(options):
 
 def list_rows(options):
     for name in ROWS:
-        folder = row_folder(name, options)
-        state = 'finished' if is_finished(folder) else ('started' if folder.exists() else 'pending')
-        print(f'{name:24s} {state}')
+        print(f'{name:24s} {row_state(row_folder(name, options), is_finished)}')
         if options.verbose:
             print('    ' + row_command(name, options)[-1])
     return 0

@@ -87,6 +87,12 @@ def run_rows(names, out, command_of, is_finished, jobs=2, threads=1, poll=30.0):
     return 1 if failed else 0
 
 
+def row_state(folder, is_finished):
+    """'finished', 'started' (its folder exists) or 'pending': what `list` prints for a row."""
+    folder = Path(folder)
+    return 'finished' if is_finished(folder) else ('started' if folder.exists() else 'pending')
+
+
 def read_log(folder):
     """The per-epoch rows of a run's logs/logs.csv (strings), [] before the first epoch."""
     path = Path(folder) / 'logs' / 'logs.csv'
