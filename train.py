@@ -25,9 +25,10 @@ from evaluation.final_evaluation import (evaluate_best_checkpoint, evaluate_best
 from evaluation.metrics import NonFiniteScoresError
 from runs.loggers import LoggerError
 from runs.run_config import config_dict, prepare_run_folder, resume_arguments
-from runs.run_folder import (CheckpointError, RunFolderError, RunFolderLock, check_run_folder_writable,
+from runs.run_folder import (CheckpointError, RunFolderError, check_run_folder_writable,
                              metrics_path, recent_checkpoint_path)
 from runs.run_inputs import build_model, load_data, run_modality_name
+from runs.run_lock import RunFolderLock
 from runs.stop_reports import RunProgress, disk_full_report, interrupted_report, non_finite_report
 from trainer.compile import check_compile, compile_for_training
 from trainer.distributed import init_distributed, main_first, shutdown, wrap_model

@@ -86,7 +86,7 @@ def resume_arguments(argv):
 def prepare_run_folder(args, write=True, lock=None):
     """Write args.yaml, refusing a folder that holds a different run's configuration. Under torchrun
     every rank checks (so that all stop together) and rank 0 alone writes. The writer first takes
-    `lock` (run_folder.RunFolderLock), so that the folder is read and written by one train.py only."""
+    `lock` (run_lock.RunFolderLock), so that the folder is read and written by one train.py only."""
     root = Path(args.export_root)
     if write and lock is not None:
         lock.acquire()  # RunFolderBusyError when a live train.py writes this folder

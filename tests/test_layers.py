@@ -6,7 +6,7 @@ import ast
 
 import pytest
 
-from runs import loggers, run_folder
+from runs import loggers, run_folder, run_lock
 from tests.conftest import ROOT
 
 SCRIPTS = {path.stem for path in ROOT.glob('*.py')} - {'config'}  # config.py is the options' library
@@ -100,7 +100,7 @@ def test_serving_imports_nothing_of_the_training_loop(path):
 
 RUN_FOLDER_NAMES = {run_folder.ARGS_FILE, run_folder.INPUTS_FILE, run_folder.MODELS_DIR, run_folder.BEST_CHECKPOINT,
                     run_folder.RECENT_CHECKPOINT, run_folder.LOGS_DIR, run_folder.LOG_FILE, run_folder.TENSORBOARD_DIR,
-                    run_folder.LOCK_FILE, loggers.WANDB_ID_FILE,
+                    run_lock.LOCK_FILE, loggers.WANDB_ID_FILE,
                     *(f'{name}{ending}' for name in (run_folder.METRICS_FILE, run_folder.LARGEST_METRICS_FILE,
                                                       run_folder.POPULARITY_FILE) for ending in ('', '.json'))}
 

@@ -16,7 +16,8 @@ import train as train_script
 from config import parse_args
 from model.fp32_matmul import DISABLE_ENV
 from runs.run_config import prepare_run_folder
-from runs.run_folder import ARGS_FILE, LOCK_FILE, RunFolderBusyError, RunFolderLock
+from runs.run_folder import ARGS_FILE
+from runs.run_lock import LOCK_FILE, RunFolderBusyError, RunFolderLock
 from tests.conftest import ROOT
 
 OPTIONS = ['--dataset_code', 'demo', '--num_epochs', '2', '--mrl_hidden_sizes', '8,16', '--train_batch_size', '128',
@@ -61,7 +62,7 @@ def busy_message(run, pid):
 def lock_holder(tmp_path):
     """A process other than train.py that holds RUN's lock until killed: (run folder, process)."""
     run = tmp_path / 'run'
-    code = ('import sys, time; from runs.run_folder import RunFolderLock; '
+    code = ('import sys, time; from runs.run_lock import RunFolderLock; '
             'lock = RunFolderLock(sys.argv[1]); lock.acquire(); print("locked", flush=True); time.sleep(600)')
     process = subprocess.Popen([sys.executable, '-c', code, str(run)], cwd=ROOT, env=environment(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
