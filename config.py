@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from datasets.cold_start import add_cold_start_options, cold_start_problem
 from datasets.demo import DEMO_CODE, DEMO_ENCODER
 from datasets.encoders import DEFAULT_IMG_ENCODER, DEFAULT_LANGUAGE_ENCODER
 from datasets.image_features import MISSING_IMAGE_POLICIES
@@ -125,6 +126,8 @@ def build_parser():
                       help='applied to each frozen feature table before the projection: as-is, mean-centred, '
                            'or whitened (docs/content_features.md)')
 
+    add_cold_start_options(data, _add_bool)
+
     loader = p.add_argument_group('batches')
     loader.add_argument('--train_batch_size', type=int, default=32, help='global batch (split across torchrun processes)')
     loader.add_argument('--val_batch_size', type=int, default=64, help='users per validation batch')
@@ -186,6 +189,13 @@ def build_parser():
     model.add_argument('--img_encoder', type=str, default=DEFAULT_IMG_ENCODER, help='transformers id or local folder')
     _add_bool(model, 'item_id_embedding', False, 'hybrid items: projection(features) + a learned, nested '
               'ID table (beyond the paper; docs/content_features.md)')
+    model.add_argument('--id_dropout', type=float, default=0.0,
+                       help="with --item_id_embedding: drop each item's whole ID row with this probability per "
+                            'training step, so that items without a trained row are scored well (docs/content_features.md, '
+                            'Cold start)')
+    model.add_argument('--content_loss_weight', type=float, default=0.0,
+                       help='with --item_id_embedding: add this times the loss of the projected features alone '
+                            '(no ID rows) to the training loss')
     model.add_argument('--feature_batch_size', type=int, default=64,
                        help='batch size when encoding item text and images')
 
@@ -268,6 +278,15 @@ def finalize(args):
         if ignored:
             raise ConfigError(f'{" and ".join(ignored)} act on frozen features, but text and image are both off '
                               f'(the ID-only model); turn on --use_language_encoder or --use_img_encoder')
+    if not 0.0 <= args.id_dropout < 1.0 or not (math.isfinite(args.content_loss_weight) and args.content_loss_weight >= 0):
+        raise ConfigError(f'need 0 <= --id_dropout < 1 and a finite --content_loss_weight >= 0, got {args.id_dropout} '
+                          f'and {args.content_loss_weight}')
+    remedies = [f'--{name}' for name in ('id_dropout', 'content_loss_weight') if getattr(args, name)]
+    if remedies and not args.item_id_embedding:
+        raise ConfigError(f'{" and ".join(remedies)} train the ID rows of the hybrid (--item_id_embedding), which is off')
+    problem = cold_start_problem(args)
+    if problem:
+        raise ConfigError(problem)
     if args.text_fields != 'all' and not args.use_language_encoder:
         raise ConfigError(f'--text_fields {args.text_fields} chooses the item text, but --use_language_encoder is off')
     if args.text_fields != 'all' and args.dataset_code == DEMO_CODE:

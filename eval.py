@@ -9,6 +9,9 @@
                                                   # lower bound): test_mrl_metrics_ties_last.json; --ties first,
                                                   # ahead of them (the upper bound): *_ties_first.json
                                                   # (docs/content_features.md, Ties)
+    python eval.py --export_root RUN --cold_start # a run trained on every item: the metrics of the users whose
+                                                  # target a --cold_start run would hold out (the upper bound
+                                                  # of that run's test_mrl_metrics_cold_start.json)
 
 Testing also writes size_summary.md: per size, the metrics next to the size-s model's parameter
 count and its export file's size (export.py), so that a user can pick the size that fits.
@@ -22,16 +25,18 @@ from utils.omp_policy import set_wait_policy  # before anything imports torch (u
 set_wait_policy()
 
 from config import EXPERIMENT_ROOT, ConfigError, str2bool
+from datasets.cold_start import DEFAULT_SEED, DEFAULT_SHARE, cold_start_protocol, held_out_items
 from datasets.features import FeatureTableError
 from datasets.p5 import DataError
 from deploy.catalogue import read_catalogue
 from deploy.export_format import size_summary
 from deploy.run_export import run_source
-from evaluation.final_evaluation import evaluate_best_checkpoint, print_popularity_table, print_table
+from evaluation.final_evaluation import (evaluate_best_checkpoint, print_cold_start_table, print_popularity_table,
+                                         print_table)
 from evaluation.metrics import DEFAULT_TIES, TIE_RULES
 from runs.run_config import saved_run_args
 from runs.run_folder import CheckpointError, find_runs, metrics_path, read_run_config, read_test_metrics
-from runs.run_inputs import build_model, load_data
+from runs.run_inputs import build_model, load_data, run_cold_start
 from runs.trained_run import load_trained_run
 from utils.io import DiskFullError, atomic_write_text
 from utils.plots import plot_metrics_by_size
@@ -64,7 +69,20 @@ def parse_eval_args(argv):
                         'training: the mean over a random order of the tied items), first (ahead of them, the '
                         'upper bound) or last (behind them, the lower bound); first and last with --eval_mode '
                         'test, writing *_ties_first.json / *_ties_last.json files')
+    p.add_argument('--cold_start', action='store_true',
+                   help='also report the users whose test target is one of the items a --cold_start run holds out '
+                        "(a run trained with --cold_start reports them anyway, with its own items); written to "
+                        'test_mrl_metrics_cold_start.json (docs/content_features.md, Cold start)')
+    p.add_argument('--cold_start_share', type=float, default=None,
+                   help=f'with --cold_start, on a run trained on every item: the share held out '
+                        f'(default {DEFAULT_SHARE})')
+    p.add_argument('--cold_start_seed', type=int, default=None,
+                   help=f'with --cold_start, on a run trained on every item: the seed (default {DEFAULT_SEED})')
     options = p.parse_args(argv)
+    if (options.cold_start_share is not None or options.cold_start_seed is not None) and not options.cold_start:
+        p.error('--cold_start_share and --cold_start_seed choose the items of --cold_start; add --cold_start')
+    if options.cold_start_share is not None and not 0.0 < options.cold_start_share < 1.0:
+        p.error(f'--cold_start_share must be in (0, 1), got {options.cold_start_share}')
     if options.threads < 0:
         p.error(f'--threads must be 0 (automatic) or a positive number, got {options.threads}')
     if options.ties != DEFAULT_TIES and options.eval_mode != 'test':
@@ -100,16 +118,36 @@ def evaluate_run(export_root, options):
     ties = getattr(options, 'ties', DEFAULT_TIES)
     suffix += '' if ties == DEFAULT_TIES else f'_ties_{ties}'  # the run's own files keep the training's rule
     by_size = evaluate_best_checkpoint(args, model, splits['test'], export_root, device, suffix=suffix,
-                                       training_examples=splits['train'], ties=ties)
+                                       training_examples=splits['train'], ties=ties,
+                                       cold_start=evaluation_cold_start(args, options, splits, data.num_items))
     protocol = ('history masked' if args.mask_history else 'history not masked') + (
         '' if ties == DEFAULT_TIES else f', targets {ties} among equal scores')
     print_table(by_size, f'{export_root}: test metrics ({protocol}), every size')
     print_popularity_table(export_root, suffix)
+    print_cold_start_table(export_root, suffix)
     if suffix:
         print(f'wrote {metrics_path(export_root, suffix)}')
     else:
         write_size_summary(export_root, args, data, model, by_size)
     return by_size
+
+
+def evaluation_cold_start(args, options, splits, num_items):
+    """The cold-start protocol to report (datasets/cold_start.py): the run's own, or with --cold_start on
+    a run trained on every item, the items such a run would hold out; None when neither."""
+    own = run_cold_start(args, splits)
+    share, seed = getattr(options, 'cold_start_share', None), getattr(options, 'cold_start_seed', None)
+    if own is not None:
+        if (share is not None and share != own['share']) or (seed is not None and seed != own['seed']):
+            raise ConfigError(f'{args.export_root} was trained with --cold_start_share {own["share"]} '
+                              f'--cold_start_seed {own["seed"]}: its held-out items are those; drop '
+                              f'--cold_start_share and --cold_start_seed')
+        return own
+    if not getattr(options, 'cold_start', False):
+        return None
+    share = DEFAULT_SHARE if share is None else share
+    seed = DEFAULT_SEED if seed is None else seed
+    return cold_start_protocol(held_out_items(num_items, share, seed), share, seed, items_in_training=True)
 
 
 def write_size_summary(export_root, args, data, model, by_size):

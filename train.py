@@ -21,13 +21,13 @@ from config import ConfigError, expand_config, parse_args
 from datasets.features import FeatureTableError
 from datasets.p5 import DataError
 from evaluation.final_evaluation import (evaluate_best_checkpoint, evaluate_best_checkpoint_sharded,
-                                         print_popularity_table, print_table)
+                                         print_cold_start_table, print_popularity_table, print_table)
 from evaluation.metrics import NonFiniteScoresError
 from runs.loggers import LoggerError
 from runs.run_config import config_dict, prepare_run_folder, resume_arguments
 from runs.run_folder import (CheckpointError, RunFolderError, check_run_folder_writable,
                              metrics_path, recent_checkpoint_path)
-from runs.run_inputs import build_model, load_data, run_modality_name
+from runs.run_inputs import build_model, load_data, run_cold_start, run_modality_name
 from runs.run_lock import RunFolderLock
 from runs.stop_reports import RunProgress, disk_full_report, interrupted_report, non_finite_report
 from trainer.compile import check_compile, compile_for_training
@@ -107,14 +107,17 @@ def train_and_test(args, trainer, model, splits, device, group, progress, say):
     trainer.fit()
     group.barrier()  # rank 0 has written the best checkpoint
     progress.phase = 'test'
+    cold_start = run_cold_start(args, splits)
     if group.enabled:
-        by_size = evaluate_best_checkpoint_sharded(args, model, splits['test'], splits['train'], device, group)
+        by_size = evaluate_best_checkpoint_sharded(args, model, splits['test'], splits['train'], device, group,
+                                                   cold_start)
     else:
         by_size = evaluate_best_checkpoint(args, model, splits['test'], args.export_root, device,
-                                           training_examples=splits['train'])
+                                           training_examples=splits['train'], cold_start=cold_start)
     if group.is_main:
         print_table(by_size, f'Test metrics of the best checkpoint (epoch {trainer.best_epoch}), every size:')
         print_popularity_table(args.export_root)
+        print_cold_start_table(args.export_root)
         trainer.loggers.log_test(by_size, config_dict(args), trainer.global_step)
     if device.type == 'cuda':
         say(f'peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB')

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from datasets.cold_start import without_items
+
 KNOWN_CODES = ('beauty', 'clothing', 'sports', 'toys', 'demo')  # the paper's four, and the synthetic demo
 MIN_SEQUENCE_LENGTH = 3  # leave-one-out needs a training item, a validation item and a test item
 INTEGER = re.compile(r'-?[0-9]+')  # plain ASCII integers only (int() would also take '1_0' or '٣')
@@ -248,14 +250,17 @@ def evaluation_examples(histories, targets, max_len):
     return torch.tensor(users), inputs, target, history
 
 
-def split_examples(data, max_len):
-    """Everything training and evaluation need, as tensors."""
+def split_examples(data, max_len, held_out=None):
+    """Everything training and evaluation need, as tensors. `held_out`: (K,) item ids of the
+    cold-start protocol (datasets/cold_start.py), removed from the training sequences only."""
     train, val, test = leave_one_out(data.sequences)
     val_history = train
     test_history = {u: train[u] + [val[u]] for u in train}
+    trained = train if held_out is None else without_items(train, held_out)
     return {
-        'train': training_examples(train, max_len),
+        'train': training_examples(trained, max_len),
         'val': evaluation_examples(val_history, val, max_len),
         'test': evaluation_examples(test_history, test, max_len),
-        'train_sequences': train,
+        'train_sequences': trained,
+        'held_out': held_out,
     }

@@ -63,7 +63,8 @@ class ChunkedNestedCrossEntropy(torch.autograd.Function):
     against `table`; the rest go through `features` and `tail_weight`) and `item_chunk` (C)."""
 
     @staticmethod
-    def forward(ctx, hidden, table, features, tail_weight, targets, widths, rows, direct, item_chunk):
+    def forward(ctx, hidden, table, features, tail_weight, targets, widths, rows, direct, item_chunk,
+                column_bias=None):
         with fast_fp32_matmul(hidden.device):
             lefts = _lefts(hidden, tail_weight, widths, direct)
             q, num_columns = hidden.shape[0], (table if table is not None else features).shape[0]
@@ -74,7 +75,8 @@ class ChunkedNestedCrossEntropy(torch.autograd.Function):
                 end = min(start + item_chunk, num_columns)
                 inside = (targets >= start) & (targets < end)
                 local = (targets - start).clamp(0, end - start - 1).unsqueeze(1)
-                for k, logits in enumerate(_chunk_logits(lefts, table, features, widths, direct, start, end)):
+                for k, logits in enumerate(_chunk_logits(lefts, table, features, widths, direct, start, end,
+                                                                         column_bias)):
                     logits = logits.float()
                     new_max = torch.maximum(maxes[k], logits.amax(dim=1))
                     sums[k] = sums[k] * torch.exp(maxes[k] - new_max) + torch.exp(logits - new_max[:, None]).sum(1)
@@ -82,7 +84,7 @@ class ChunkedNestedCrossEntropy(torch.autograd.Function):
                     target_logits[k] += torch.where(inside, logits.gather(1, local).squeeze(1), 0.0)
             log_norm = maxes + torch.log(sums)  # (M, q) log-sum-exp over all columns
         ctx.widths, ctx.rows, ctx.direct, ctx.item_chunk = widths, rows, direct, item_chunk
-        ctx.save_for_backward(hidden, table, features, tail_weight, targets, log_norm)
+        ctx.save_for_backward(hidden, table, features, tail_weight, targets, log_norm, column_bias)
         return (log_norm - target_logits)[:, :rows].mean(dim=1)
 
     @staticmethod
@@ -92,7 +94,7 @@ class ChunkedNestedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grad_losses):
-        hidden, table, features, tail_weight, targets, log_norm = ctx.saved_tensors
+        hidden, table, features, tail_weight, targets, log_norm, column_bias = ctx.saved_tensors
         widths, rows, direct, item_chunk = ctx.widths, ctx.rows, ctx.direct, ctx.item_chunk
         scales = grad_losses.float() / rows
         lefts = _lefts(hidden, tail_weight, widths, direct)
@@ -107,7 +109,8 @@ class ChunkedNestedCrossEntropy(torch.autograd.Function):
         labelled = torch.arange(rows, device=hidden.device)
         for start in range(0, num_columns, item_chunk):
             end = min(start + item_chunk, num_columns)
-            logits = [chunk.float() for chunk in _chunk_logits(lefts, table, features, widths, direct, start, end)]
+            logits = [chunk.float() for chunk in _chunk_logits(lefts, table, features, widths, direct, start, end,
+                                                                 column_bias)]
             inside = (targets[:rows] >= start) & (targets[:rows] < end)
             hit_rows, hit_columns = labelled[inside], targets[:rows][inside] - start
             running = None  # sum over sizes >= k of dL_k/dlogits, this chunk's columns
@@ -133,7 +136,7 @@ class ChunkedNestedCrossEntropy(torch.autograd.Function):
                 grad_hidden[:, first:last] = (summed @ weight.t()).float()
                 torch.mm(hidden[:, first:last].t(), summed, out=grad_tail[first - offset:last - offset])
         grad_table = None if grad_table_t is None else grad_table_t.t()
-        return grad_hidden.to(hidden.dtype), grad_table, None, grad_tail, None, None, None, None, None
+        return grad_hidden.to(hidden.dtype), grad_table, None, grad_tail, None, None, None, None, None, None
 
 
 def _lefts(hidden, tail_weight, widths, direct):
@@ -145,13 +148,18 @@ def _lefts(hidden, tail_weight, widths, direct):
     return list(chunks[:direct]) + [h @ w for h, w in zip(chunks[direct:], tail)]
 
 
-def _chunk_logits(lefts, table, features, widths, direct, start, end):
+def _chunk_logits(lefts, table, features, widths, direct, start, end, column_bias=None):
     """The logits of every size for columns start:end, as a running sum over the size chunks (new
-    tensors: the backward needs each size's logits at once)."""
+    tensors: the backward needs each size's logits at once), plus column_bias[start:end] if given."""
     bounds = list(zip([0] + list(accumulate(widths))[:-1], accumulate(widths)))
     total, out = None, []
     for k, left in enumerate(lefts):
         right = table[start:end, bounds[k][0]:bounds[k][1]].t() if k < direct else features[start:end].t()
-        total = left @ right if total is None else torch.addmm(total, left, right)
+        if total is None:
+            total = left @ right
+            if column_bias is not None:
+                total.add_(column_bias[start:end])
+        else:
+            total = torch.addmm(total, left, right)
         out.append(total)
     return out

@@ -15,7 +15,7 @@ from model.fast_path import AutocastCopy, FastPathSettings
 from model.fp32_matmul import fast_fp32_matmul, frozen_input_linear
 from model.lru import LRULayer
 from model.mrl import MRLLayerNorm, MRLLinear, chunk_widths
-from model.nested_loss import nested_cross_entropy, projected_chunk_count
+from model.nested_loss import MASKED_LOGIT, nested_cross_entropy, projected_chunk_count
 from model.packing import PackedBatch, pack_batch, pack_last_position
 
 LRU_INPUT_ROWS = 4096  # rows of the item table per slice in `first_lru_inputs`
@@ -65,7 +65,8 @@ class FMRLRec(nn.Module):
     trainer and the evaluator do. How it is computed quickly: `fast_path` (model/fast_path.py)."""
 
     def __init__(self, num_items, sizes, text_features=None, image_features=None, num_blocks=1,
-                 dropout=0.1, attn_dropout=0.1, r_min=0.0, r_max=0.1, bias=True, item_id_embedding=False):
+                 dropout=0.1, attn_dropout=0.1, r_min=0.0, r_max=0.1, bias=True, item_id_embedding=False,
+                 id_dropout=0.0, content_loss_weight=0.0):
         super().__init__()
         self.num_items = int(num_items)
         self.sizes = list(sizes)
@@ -79,6 +80,15 @@ class FMRLRec(nn.Module):
         if item_id_embedding and not tables:
             raise ValueError('item_id_embedding adds an ID table to projected features, but no feature '
                              'table was given (without features the model is ID-only already)')
+        if (id_dropout or content_loss_weight) and not item_id_embedding:
+            raise ValueError('id_dropout and content_loss_weight train the hybrid\'s content path; this model has '
+                             'no ID table beside its features (item_id_embedding is off)')
+        if not 0.0 <= id_dropout < 1.0 or content_loss_weight < 0:
+            raise ValueError(f'need 0 <= id_dropout < 1 and content_loss_weight >= 0, got {id_dropout}, '
+                             f'{content_loss_weight}')
+        # The hybrid's training-only remedies for items without a trained ID row (docs/content_features.md,
+        # Cold start): they change the loss, never the scores.
+        self.id_dropout, self.content_loss_weight = float(id_dropout), float(content_loss_weight)
         if tables:
             # Frozen features are buffers, not parameters, and are not saved in checkpoints.
             self.register_buffer('item_features', torch.cat(tables, dim=1).float(), persistent=False)
@@ -92,6 +102,28 @@ class FMRLRec(nn.Module):
                                     for _ in range(num_blocks))
         self.fast_path = FastPathSettings()
         self.feature_cast = AutocastCopy()
+        # (N + 1,) bool: items the training softmax leaves out; derived from the run's options, not saved
+        self.register_buffer('training_exclusion', None, persistent=False)
+
+    def exclude_from_training(self, item_ids):
+        """Leave `item_ids` out of the training softmax, as items that do not exist yet (the cold-start
+        protocol, datasets/cold_start.py), and zero their ID rows: they get no gradient, so the rows
+        stay zero, which is what an item added after training gets (add_items.py). Scoring is unchanged."""
+        mask = torch.zeros(self.num_items + 1, dtype=torch.bool)
+        mask[torch.as_tensor(item_ids, dtype=torch.long)] = True
+        if mask[0]:
+            raise ValueError('item 0 is the padding item, not an item to exclude')
+        self.training_exclusion = mask.to(next(self.parameters()).device)
+        if self.id_embedding is not None:
+            with torch.no_grad():
+                self.id_embedding.weight[self.training_exclusion] = 0
+
+    def _loss_column_bias(self):
+        """(N + 1,) fp32 added to the training logits: MASKED_LOGIT at excluded items; None without."""
+        if self.training_exclusion is None:
+            return None
+        return torch.zeros(self.num_items + 1, device=self.training_exclusion.device).masked_fill_(
+            self.training_exclusion, MASKED_LOGIT)
 
     def _id_table(self, width):
         table = nn.Embedding(self.num_items + 1, width, padding_idx=0)
@@ -119,13 +151,30 @@ class FMRLRec(nn.Module):
                 module.fused = self.fast_path.fused_linears
 
     # ---- the method ------------------------------------------------------------------------
-    def item_table(self):
-        """(N + 1, D) item representations, shared by the input embedding and the output scores."""
+    def item_table(self, id_rows=None):
+        """(N + 1, D) item representations, shared by the input embedding and the output scores.
+        id_rows: the hybrid's ID rows to add, when not the ID table itself (`_training_id_rows`)."""
         if self.projection is None:
             return self.id_embedding.weight
-        table = frozen_input_linear(self.feature_cast.of(self.item_features), self.projection.weight,
-                                    self.projection.bias)
-        return table + self.id_embedding.weight if self.is_hybrid else table
+        table = self._projected_table()
+        if not self.is_hybrid:
+            return table
+        return table + (self.id_embedding.weight if id_rows is None else id_rows)
+
+    def _projected_table(self):
+        """(N + 1, D) the projected features alone: the whole item table unless the model is a hybrid."""
+        return frozen_input_linear(self.feature_cast.of(self.item_features), self.projection.weight,
+                                   self.projection.bias)
+
+    def _training_id_rows(self):
+        """The hybrid's ID rows for one training step: with id_dropout p, each item's whole row is dropped
+        (zero, not rescaled: as an item without a trained row) with probability p, the same for the
+        inputs and the scores of the step."""
+        rows = self.id_embedding.weight
+        if not (self.training and self.id_dropout):
+            return rows
+        keep = torch.rand(rows.shape[0], 1, device=rows.device) >= self.id_dropout
+        return rows * keep
 
     def forward(self, tokens, labels, reduction='sum'):
         """The training loss, as `loss`: DistributedDataParallel reduces gradients only of what goes
@@ -147,11 +196,20 @@ class FMRLRec(nn.Module):
         if self._embeds_from_features() and not self.is_hybrid:
             per_size = self._factored_loss(tokens, labels)
         else:
-            table = self.item_table()
-            hidden = self._hidden_states(tokens, table, own_table=True)
+            id_rows = self._training_id_rows() if self.is_hybrid else None
+            table = self.item_table(id_rows)
+            hidden = self._hidden_states(tokens, table, own_table=True, id_rows=id_rows)
             per_size = nested_cross_entropy(hidden, table, labels, self.widths,  # running-sum logits
-                                            item_chunk=self.fast_path.loss_item_chunk)
+                                            item_chunk=self.fast_path.loss_item_chunk,
+                                            column_bias=self._loss_column_bias())
         total = per_size.sum() if reduction == 'sum' else per_size.mean()
+        if self.content_loss_weight and self.training:
+            # The same histories scored against the projected features alone, as items without an ID row
+            # are: the content path stays a scorer on its own (docs/content_features.md, Cold start).
+            content = nested_cross_entropy(hidden, self._projected_table(), labels, self.widths,
+                                           item_chunk=self.fast_path.loss_item_chunk,
+                                           column_bias=self._loss_column_bias())
+            total = total + self.content_loss_weight * (content.sum() if reduction == 'sum' else content.mean())
         return total, per_size.detach()
 
     @torch.no_grad()
@@ -235,7 +293,7 @@ class FMRLRec(nn.Module):
         """Whether the training path projects the inputs' own feature rows (see `_embed`)."""
         return self.projection is not None and torch.is_grad_enabled() and self.projection.weight.requires_grad
 
-    def _embed(self, tokens, table, own_table):
+    def _embed(self, tokens, table, own_table, id_rows=None):
         """Input embeddings: rows of the item table. While training on a table this model projected
         itself, the rows are projected from the tokens' own feature rows instead (the same numbers,
         ~1 GFLOP): the table's gradient is then the scores' alone, not also a dense (N + 1, D)
@@ -244,11 +302,13 @@ class FMRLRec(nn.Module):
             projected = self.projection(self.item_features[tokens])
             # F.embedding without padding_idx: the rows get the gradient the table's rows get when
             # looked up (as in the ID-only model and the reference)
-            return projected + F.embedding(tokens, self.id_embedding.weight) if self.is_hybrid else projected
+            if not self.is_hybrid:
+                return projected
+            return projected + F.embedding(tokens, self.id_embedding.weight if id_rows is None else id_rows)
         return F.embedding(tokens, table)
 
-    def _hidden_states(self, packed, table, own_table, lru_inputs=None):
-        x = self.embed_dropout(self._embed(packed.tokens, table, own_table))
+    def _hidden_states(self, packed, table, own_table, lru_inputs=None, id_rows=None):
+        x = self.embed_dropout(self._embed(packed.tokens, table, own_table, id_rows))
         if lru_inputs is not None and self.training:
             raise RuntimeError('precomputed LRU inputs are for evaluation (see first_lru_inputs)')
         last = len(self.blocks) - 1
@@ -272,4 +332,4 @@ class FMRLRec(nn.Module):
         table = frozen_input_linear(features, weight_prefix, bias_prefix) if prefix else None
         hidden = self._hidden_states(packed, None, own_table=True)
         return nested_cross_entropy(hidden, table, labels, self.widths, features, weight_tail,
-                                    self.fast_path.loss_item_chunk)
+                                    self.fast_path.loss_item_chunk, self._loss_column_bias())

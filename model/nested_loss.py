@@ -27,6 +27,9 @@ from model.chunked_loss import ChunkedNestedCrossEntropy, item_chunk_for
 from model.fp32_matmul import fast_fp32_matmul
 
 ROW_BUCKET = 32
+# The logit of an item left out of the softmax (column_bias): exp() of it is exactly 0 in fp32, and it
+# stays finite in bf16, so no -inf - -inf = NaN can arise in a running maximum.
+MASKED_LOGIT = -1e30
 
 
 class NestedCrossEntropy(torch.autograd.Function):
@@ -36,12 +39,13 @@ class NestedCrossEntropy(torch.autograd.Function):
     against `features` (N + 1, d) through `tail_weight` (D - s_m, d), rows by chunk (factored)."""
 
     @staticmethod
-    def forward(ctx, hidden, table, features, tail_weight, targets, widths, rows):
+    def forward(ctx, hidden, table, features, tail_weight, targets, widths, rows, column_bias=None):
         with fast_fp32_matmul(hidden.device):
-            return NestedCrossEntropy._forward(ctx, hidden, table, features, tail_weight, targets, widths, rows)
+            return NestedCrossEntropy._forward(ctx, hidden, table, features, tail_weight, targets, widths, rows,
+                                               column_bias)
 
     @staticmethod
-    def _forward(ctx, hidden, table, features, tail_weight, targets, widths, rows):
+    def _forward(ctx, hidden, table, features, tail_weight, targets, widths, rows, column_bias):
         """Rows from `rows` on are padding (see nested_cross_entropy): computed, not counted."""
         target_column = targets[:rows].unsqueeze(1)
         direct = len(widths) - (0 if tail_weight is None else _chunk_count(widths, tail_weight.shape[0]))
@@ -55,7 +59,12 @@ class NestedCrossEntropy(torch.autograd.Function):
             else:  # (h_k W_k) F^T: the same logits without projecting chunk k of the table
                 left, right = h_chunk @ tail_chunks[k - direct], features.t()
             # The previous size's logits are added inside the product, in place: no extra pass.
-            total = left @ right if total is None else total.addmm_(left, right)
+            if total is None:
+                total = left @ right
+                if column_bias is not None:  # carried into every larger size by the running sum
+                    total.add_(column_bias)
+            else:
+                total.addmm_(left, right)
             # Only the fp32 log-probabilities are kept: the backward needs exp() of them.
             log_prob = torch.log_softmax(total, dim=1, dtype=torch.float32)
             losses.append(-log_prob[:rows].gather(1, target_column).mean())
@@ -104,7 +113,7 @@ class NestedCrossEntropy(torch.autograd.Function):
                 torch.mm(pulled, weight.t(), out=grad_hidden[:, start:end])
                 torch.mm(hidden[:, start:end].t(), pulled, out=grad_tail[start - tail_start:end - tail_start])
         grad_table = None if grad_table_t is None else grad_table_t.t()
-        return grad_hidden, grad_table, None, grad_tail, None, None, None
+        return grad_hidden, grad_table, None, grad_tail, None, None, None, None
 
 
 def _chunk_count(widths, width):
@@ -128,7 +137,8 @@ def projected_chunk_count(widths, rows, feature_dim, num_rows):
     return totals.index(min(totals))  # the first minimum; min(key=...) would break a torch.compile graph
 
 
-def nested_cross_entropy(hidden, table, targets, widths, features=None, tail_weight=None, item_chunk=None):
+def nested_cross_entropy(hidden, table, targets, widths, features=None, tail_weight=None, item_chunk=None,
+                         column_bias=None):
     """(M,) fp32 mean cross-entropy of each nested size: hidden (q, D), table (N + 1, D), targets (q,).
     Under autocast the products run in the autocast dtype and the softmax in fp32.
 
@@ -142,7 +152,10 @@ def nested_cross_entropy(hidden, table, targets, widths, features=None, tail_wei
 
     `item_chunk`: columns of the catalogue per chunk of model/chunked_loss.py, whose memory does
     not grow with N; None or 0 chooses (unchunked while its log-probabilities fit, see
-    chunked_loss.item_chunk_for)."""
+    chunked_loss.item_chunk_for).
+
+    `column_bias` (N + 1,): added to every size's logits; MASKED_LOGIT leaves an item out of the
+    softmax (its probability and every gradient through it are exactly zero). No target may be one."""
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
@@ -165,7 +178,7 @@ def nested_cross_entropy(hidden, table, targets, widths, features=None, tail_wei
     with torch.autocast(device_type, enabled=False):
         if chunk is None:
             return NestedCrossEntropy.apply(hidden.to(dtype), cast(table), cast(features), cast(tail_weight),
-                                            targets, tuple(widths), rows)
+                                            targets, tuple(widths), rows, cast(column_bias))
         direct = len(widths) - (0 if tail_weight is None else _chunk_count(widths, tail_weight.shape[0]))
         return ChunkedNestedCrossEntropy.apply(hidden.to(dtype), cast(table), cast(features), cast(tail_weight),
-                                               targets, tuple(widths), rows, direct, chunk)
+                                               targets, tuple(widths), rows, direct, chunk, cast(column_bias))

@@ -35,6 +35,7 @@ STATE_DICT_KEY = 'model_state_dict'  # the model's weights in either checkpoint
 METRICS_FILE = 'test_mrl_metrics'  # + suffix + '.json': {size: metrics}
 LARGEST_METRICS_FILE = 'test_metrics'  # + suffix + '.json': the largest size's metrics
 POPULARITY_FILE = 'test_mrl_metrics_by_popularity'  # + suffix + '.json'
+COLD_START_FILE = 'test_mrl_metrics_cold_start'  # + suffix + '.json': the cold-start protocol's users
 INPUTS_FILE = 'inputs.json'
 # In the metrics files of a test on inputs other than the run's (--accept_changed_inputs): what differed.
 ACCEPTED_CHANGES_KEY = 'accepted_input_changes'
@@ -74,6 +75,10 @@ def metrics_path(root, suffix=''):
 
 def popularity_path(root, suffix=''):
     return Path(root) / f'{POPULARITY_FILE}{suffix}.json'
+
+
+def cold_start_path(root, suffix=''):
+    return Path(root) / f'{COLD_START_FILE}{suffix}.json'
 
 
 def find_runs(root):
@@ -125,8 +130,9 @@ def read_accepted_input_changes(root, suffix=''):
     return json.loads(path.read_text()).get(ACCEPTED_CHANGES_KEY, []) if path.exists() else []
 
 
-def write_test_metrics(root, by_size, popularity_report, suffix='', accepted_input_changes=()):
-    """The three metrics files: every size, the largest size, and every size by target popularity.
+def write_test_metrics(root, by_size, popularity_report, suffix='', accepted_input_changes=(), cold_start_report=None):
+    """The three metrics files: every size, the largest size, and every size by target popularity;
+    and the cold-start protocol's (evaluation/cold_start.py) when there is one.
     `accepted_input_changes` (test inputs other than the run's, let through by --accept_changed_inputs)
     goes into each of them, so that no reader takes these numbers for the run's own."""
     largest = str(max(int(size) for size in by_size))
@@ -134,6 +140,8 @@ def write_test_metrics(root, by_size, popularity_report, suffix='', accepted_inp
     write_json(metrics_path(root, suffix), {**by_size, **note})
     write_json(Path(root) / f'{LARGEST_METRICS_FILE}{suffix}.json', {**by_size[largest], **note})
     write_json(popularity_path(root, suffix), {**popularity_report, **note})
+    if cold_start_report is not None:
+        write_json(cold_start_path(root, suffix), {**cold_start_report, **note})
 
 
 def inputs_path(root):

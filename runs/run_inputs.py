@@ -7,6 +7,7 @@ command's result (recommend.py --json).
 import sys
 from pathlib import Path
 
+from datasets.cold_start import cold_start_protocol, held_out_items
 from datasets.demo import DEMO_CODE, ensure_demo
 from datasets.feature_builds import ensure_feature_tables
 from datasets.feature_preprocessing import preprocess_features
@@ -111,9 +112,27 @@ def load_run_inputs(args, say=print_notice, trained_run=False):
 
 
 def load_data(args, say=print_notice, trained_run=False):
-    """(SequenceData, split tensors, feature tables): load_run_inputs, then the split."""
+    """(SequenceData, split tensors, feature tables): load_run_inputs, then the split (with the
+    cold-start protocol's items removed from training: datasets/cold_start.py)."""
     data, tables = load_run_inputs(args, say, trained_run)
-    return data, split_examples(data, args.lru_max_len), tables
+    held_out = cold_start_items(args, data.num_items)
+    if held_out is not None:
+        say(f'cold start: {len(held_out):,} of {data.num_items:,} items ({100 * args.cold_start_share:g}%, seed '
+            f'{args.cold_start_seed}) held out of training')
+    return data, split_examples(data, args.lru_max_len, held_out), tables
+
+
+def run_cold_start(args, splits):
+    """The run's cold-start protocol for the test report (datasets/cold_start.cold_start_protocol), or None."""
+    held_out = splits.get('held_out')
+    return None if held_out is None else cold_start_protocol(held_out, args.cold_start_share, args.cold_start_seed)
+
+
+def cold_start_items(args, num_items):
+    """(K,) item ids the run holds out of training (--cold_start), or None."""
+    if not getattr(args, 'cold_start', False):
+        return None
+    return held_out_items(num_items, args.cold_start_share, args.cold_start_seed)
 
 
 def accepted_input_changes(args):
@@ -123,11 +142,16 @@ def accepted_input_changes(args):
 
 
 def build_model(args, num_items, features):
-    return FMRLRec(
+    model = FMRLRec(
         num_items, args.mrl_hidden_sizes, text_features=features.get('text'),
         image_features=features.get('image'), num_blocks=args.lru_num_blocks,
         dropout=args.lru_dropout, attn_dropout=args.lru_attn_dropout, r_min=args.lru_r_min,
-        r_max=args.lru_r_max, bias=args.lru_use_bias, item_id_embedding=args.item_id_embedding)
+        r_max=args.lru_r_max, bias=args.lru_use_bias, item_id_embedding=args.item_id_embedding,
+        id_dropout=args.id_dropout, content_loss_weight=args.content_loss_weight)
+    held_out = cold_start_items(args, num_items)
+    if held_out is not None:
+        model.exclude_from_training(held_out)
+    return model
 
 
 def run_modality_name(args):
