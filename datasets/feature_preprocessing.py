@@ -13,12 +13,16 @@ while the floor keeps the nearly empty ones (noise, or none at all when N < d) f
 The input is an (N + 1, d) float32 tensor whose row 0 is the zero padding row; the statistics use the
 item rows 1..N only, row 0 stays exactly zero, and the arithmetic is float64 (deterministic). The map
 is one affine map applied to unique rows, so items with identical features stay identical.
+`fit_preprocessing` returns that map and `apply_preprocessing` applies it to any rows, so that items
+added to an export later get the run's own statistics (docs/deploy.md, "Adding items to an export").
 
 A run records what the transform did (`preprocessing_signature`: three sums of the output, which the
 statistics decide for a given table) so that a later load can tell whether the same statistics were
 applied (runs/input_fingerprint.py). They are compared to a relative 1e-6, not bit for bit: the float64
 eigendecomposition may round its last bits differently on another CPU or BLAS.
 """
+from dataclasses import dataclass
+
 import torch
 
 from datasets.features import FeatureTableError
@@ -28,46 +32,87 @@ EIGENVALUE_FLOOR = 0.01  # times the mean eigenvalue of the item covariance
 SIGNATURE_TOLERANCE = 1e-6  # relative; rounding moves these float64 sums by about 1e-9
 
 
-def preprocess_features(table, method, name='feature table'):
-    """The table transformed by `method` (one of PREPROCESSING); 'none' returns `table` itself.
+@dataclass(frozen=True)
+class FittedPreprocessing:
+    """The affine map of one method, fitted on a table's item rows: row -> (row - mean) @ matrix * scale,
+    in float64. 'none' is the identity (mean None); 'centre' has matrix None and scale 1."""
+    method: str
+    name: str
+    dim: int
+    mean: torch.Tensor = None    # (d,) float64
+    matrix: torch.Tensor = None  # (d, d) float64 (whiten), else None
+    scale: float = 1.0
 
-    `name` ('text features', ...) names the table in error messages."""
+
+def fit_preprocessing(table, method, name='feature table'):
+    """The map `method` (one of PREPROCESSING) fits on the item rows 1..N of an (N + 1, d) table.
+
+    `name` ('text features', ...) names the table in error messages. Fitting once and applying the map
+    to rows that were not in the table (deploy/add_items.py) gives them the run's own statistics."""
     if method not in PREPROCESSING:
         raise ValueError(f'--feature_preprocessing must be one of {", ".join(PREPROCESSING)}, got {method!r}')
     if method == 'none':
-        return table
+        return FittedPreprocessing(method, name, int(table.shape[-1]))
     if table.ndim != 2 or table.shape[0] < 2:
         raise FeatureTableError(f'{name}: expected an (N + 1, d) table with N >= 1 items, '
                                 f'got shape {tuple(table.shape)}')
     if torch.any(table[0] != 0):
         raise FeatureTableError(f'{name}: row 0 must be the zero padding row before --feature_preprocessing {method}')
-    # Unique rows: each output row is then computed once, so equal items give bit-equal rows.
-    unique, inverse, counts = torch.unique(table[1:].double(), dim=0, return_inverse=True, return_counts=True)
+    unique, counts = torch.unique(table[1:].double(), dim=0, return_counts=True)
     if unique.shape[0] == 1:
         raise FeatureTableError(f'{name}: all {table.shape[0] - 1} item rows are identical, so --feature_preprocessing '
                                 f'{method} would make them all zero; use --feature_preprocessing none or rebuild '
                                 f'the features')
     weights = counts.double() / counts.sum()  # each unique row counts as often as it occurs
-    centred = unique - weights @ unique
-    if method == 'whiten':
-        centred = _whiten(centred, weights, mean_squared_norm=float(weights @ unique.pow(2).sum(1)))
+    mean = weights @ unique
+    if method == 'centre':
+        return FittedPreprocessing(method, name, int(table.shape[1]), mean)
+    centred = unique - mean
+    matrix, scale = _whitening(centred, weights, mean_squared_norm=float(weights @ unique.pow(2).sum(1)))
+    return FittedPreprocessing(method, name, int(table.shape[1]), mean, matrix, scale)
+
+
+def apply_preprocessing(fitted, rows):
+    """(M, d) item rows (no padding row) mapped by `fitted`, in their own dtype; 'none' returns `rows`."""
+    if fitted.method == 'none':
+        return rows
+    if rows.ndim != 2 or rows.shape[1] != fitted.dim:
+        raise FeatureTableError(f'{fitted.name}: rows of shape {tuple(rows.shape)} cannot take a map fitted on '
+                                f'{fitted.dim} columns')
+    # Unique rows: each output row is then computed once, so equal items give bit-equal rows.
+    unique, inverse = torch.unique(rows.double(), dim=0, return_inverse=True)
+    mapped = unique - fitted.mean
+    if fitted.matrix is not None:
+        mapped = (mapped @ fitted.matrix) * fitted.scale
+    return mapped[inverse].to(rows.dtype)
+
+
+def preprocess_features(table, method, name='feature table'):
+    """The table transformed by `method` (one of PREPROCESSING): fit_preprocessing on its item rows, then
+    apply_preprocessing to them; row 0 stays zero. 'none' returns `table` itself.
+
+    `name` ('text features', ...) names the table in error messages."""
+    fitted = fit_preprocessing(table, method, name)
+    if method == 'none':
+        return table
     out = torch.zeros(table.shape, dtype=table.dtype)
-    out[1:] = centred[inverse].to(table.dtype)
+    out[1:] = apply_preprocessing(fitted, table[1:])
     return out
 
 
-def _whiten(centred, weights, mean_squared_norm):
-    """ZCA whitening of centred unique rows (weighted by their multiplicity), floored and rescaled."""
+def _whitening(centred, weights, mean_squared_norm):
+    """(ZCA matrix, scale) of centred unique rows (weighted by their multiplicity), floored and rescaled."""
     covariance = (centred * weights[:, None]).T @ centred
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-    eigenvalues = eigenvalues.clamp(min=0)  # tiny negative values are rounding
-    floored = eigenvalues.clamp(min=EIGENVALUE_FLOOR * float(eigenvalues.mean()))
+    nonnegative = eigenvalues.clamp(min=0)  # tiny negative values are rounding
+    floored = nonnegative.clamp(min=EIGENVALUE_FLOOR * float(nonnegative.mean()))
     # ZCA (V diag(1/sqrt(lambda)) V^T) rather than PCA: no eigenvector sign choices, and the
     # coordinates stay those of the encoder.
     zca = (eigenvectors * floored.rsqrt()) @ eigenvectors.T
-    whitened = centred @ zca
-    scale = (mean_squared_norm / float(weights @ whitened.pow(2).sum(1))) ** 0.5
-    return whitened * scale
+    # The whitened rows' weighted mean squared norm is trace(Z C Z) = sum(lambda / floored): the scale
+    # without whitening every row twice (once here, once in apply_preprocessing).
+    whitened_mean_squared_norm = float((eigenvalues / floored).sum())
+    return zca, (mean_squared_norm / whitened_mean_squared_norm) ** 0.5
 
 
 def preprocessing_signature(table, processed):
