@@ -17,12 +17,11 @@ from utils.omp_policy import set_wait_policy  # before anything imports torch (u
 
 set_wait_policy()
 
-from deploy.export_format import ExportError, check_finite, export_bytes, parameter_total
+from deploy.export_format import ExportError, check_finite, parameter_total, write_export
 from deploy.run_export import RUN_ERRORS, export_run
 from model.slicing import SizeError, size_position
 from runs.run_folder import best_checkpoint_path, read_run_config
 from runs.trained_run import load_trained_run
-from utils.io import DiskFullError, atomic_write_bytes
 
 INTERRUPTED_STATUS = 130  # the shell's status for a process stopped by SIGINT (as train.py)
 
@@ -60,7 +59,7 @@ def main(argv=None):
                 out = Path(options.out or root / 'exports' / f'model_{size}.pt')
             bundle = export_run(root, size, keep_features=options.keep_features, loaded=loaded)
             check_finite(bundle, best_checkpoint_path(root))
-            _write_export(out, bundle)
+            write_export(out, bundle)
             print(f'wrote {out}: size {size}, {parameter_total(bundle):,} numbers of model state '
                   f'({bundle["item_input"]}), {out.stat().st_size / 1e6:.3f} MB')
             written.append(out)
@@ -74,16 +73,6 @@ def main(argv=None):
               f'into place). Run the same command again.', file=sys.stderr)
         raise SystemExit(INTERRUPTED_STATUS) from None
 
-
-def _write_export(out, bundle):
-    """Write atomically; ExportError in one line when the file cannot be written (the old one stays)."""
-    try:
-        atomic_write_bytes(out, export_bytes(bundle))
-    except DiskFullError as error:
-        raise ExportError(f'{error.strerror}; nothing was written. Free some space or choose another --out.') from None
-    except OSError as error:
-        raise ExportError(f'cannot write {out}: {error.strerror or error} ({error.filename or out}). Choose another '
-                          f'--out, a file in a folder you can write.') from None
 
 
 def _size_argument(text, sizes):

@@ -16,6 +16,7 @@ import torch
 from evaluation.final_evaluation import non_finite_names
 from model.fmrlrec import FMRLRec
 from model.slicing import item_table_at, model_options, size_position, sliced_state_dict
+from utils.io import DiskFullError, atomic_write_bytes
 from utils.report import SIZE_TABLE_COLUMNS
 
 EXPORT_FORMAT = 'fmrlrec-export'
@@ -71,6 +72,17 @@ def export_bytes(bundle):
     buffer = io.BytesIO()
     torch.save(bundle, buffer)
     return buffer.getvalue()
+
+
+def write_export(out, bundle):
+    """Write the export file atomically: a failed write (ExportError, one line) leaves the old file as it was."""
+    try:
+        atomic_write_bytes(out, export_bytes(bundle))
+    except DiskFullError as error:
+        raise ExportError(f'{error.strerror}; nothing was written. Free some space or choose another --out.') from None
+    except OSError as error:
+        raise ExportError(f'cannot write {out}: {error.strerror or error} ({error.filename or out}). Choose another '
+                          f'--out, a file in a folder you can write.') from None
 
 
 def serialized_size(bundle):

@@ -260,4 +260,7 @@ MUTATIONS = [
     Mutation('parameter-count-misses-a-ring-row', 'slicing', 'params_log counted as 2 rows, not 3',
              'model/slicing.py', '+ 3 * width             # params_log', '+ 2 * width             # params_log',
              ('tests/test_params.py::test_stored_count_is_what_the_modules_hold',)),
+    Mutation('added-item-gets-an-id-row', 'slicing', "add_items.py gives a hybrid's new item another item's ID row",
+             'deploy/add_items.py', 'ids.new_zeros(count, ids.shape[1])', 'ids[-count:]',
+             ('tests/test_add_items.py::test_added_items_score_as_the_full_model_with_a_zero_id_row',)),
 ]
