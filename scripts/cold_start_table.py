@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python scripts/cold_start_table.py` runs from anywhere
 
-from runs.run_folder import COLD_START_FILE, METRICS_FILE  # noqa: E402
+from runs.run_folder import COLD_START_FILE, METRICS_FILE, POPULARITY_FILE  # noqa: E402
 from scripts.dataset_table import CONFIGURATION, REPRESENTATION_OPTIONS  # noqa: E402
 from scripts.study_rows import parse_study_options, read_log, row_state, run_rows, study_parser, write_report  # noqa: E402
 
@@ -76,7 +76,23 @@ def row_result(name, folder):
         size = str(max(int(s) for s in cold['by_size']))
         result.update(size=int(size), overall=overall[size], cold=cold['by_size'][size], cold_users=cold['users'],
                       all_users=cold['all_users'], held_out_items=cold['held_out_items'])
+        popularity = json.loads((folder / f'{POPULARITY_FILE}.json').read_text())
+        result.update(never_target_in_catalogue(popularity, cold, size))
     return result
+
+
+def never_target_in_catalogue(popularity, cold, size):
+    """The users of bucket 0 whose target is NOT held out: items that were in the catalogue (and the
+    softmax) while training but never a training target. Bucket 0 holds both kinds, so their metrics
+    are bucket 0's sums less the held-out users' sums."""
+    users = popularity['users']['0'] - cold['users']
+    values = {}
+    if users > 0:
+        bucket, held = popularity['by_size'][size]['0'], cold['by_size'][size]
+        for name in ('NDCG@10', 'Recall@10'):
+            held_sum = held[name] * cold['users'] if cold['users'] else 0.0
+            values[name] = (bucket[name] * popularity['users']['0'] - held_sum) / users
+    return {'never_target_users': users, 'never_target': values}
 
 
 def dataset_markdown(code, results):
@@ -88,7 +104,8 @@ def dataset_markdown(code, results):
     lines = [f"#### {code}: {first['held_out_items']:,} items held out; {first['cold_users']:,} of "
              f"{first['all_users']:,} test users have one as their target (size {first['size']})", '',
              '| row | overall NDCG@10 | overall Recall@10 | x hybrid (NDCG) | held-out NDCG@10 | held-out Recall@10 '
-             '| x text-only (Recall) | best epoch |', '|---|---:|---:|---:|---:|---:|---:|---:|']
+             f"| x text-only (Recall) | never a target, in training's catalogue ({first['never_target_users']:,} users): "
+             'NDCG@10 / Recall@10 | best epoch |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
     for kind in KINDS:
         r = by_kind.get(kind)
         if r is None:
@@ -98,8 +115,13 @@ def dataset_markdown(code, results):
         versus_hybrid = f"{r['overall']['NDCG@10'] / hybrid:.3f}x" if hybrid else '–'
         versus_text = f"{r['cold']['Recall@10'] / text:.2f}x" if text else '–'
         lines.append(f"| {kind} | {r['overall']['NDCG@10']:.4f} | {r['overall']['Recall@10']:.4f} | {versus_hybrid} | "
-                     f"{r['cold']['NDCG@10']:.4f} | {r['cold']['Recall@10']:.4f} | {versus_text} | {r.get('best_epoch', '–')} |")
+                     f"{r['cold']['NDCG@10']:.4f} | {r['cold']['Recall@10']:.4f} | {versus_text} | "
+                     f"{_pair(r['never_target'])} | {r.get('best_epoch', '–')} |")
     return '\n'.join(lines)
+
+
+def _pair(values):
+    return f"{values['NDCG@10']:.4f} / {values['Recall@10']:.4f}" if values else '–'
 
 
 def main(argv=None):
