@@ -40,7 +40,8 @@ from runs.run_inputs import build_model, load_data, run_cold_start
 from runs.trained_run import load_trained_run
 from utils.io import DiskFullError, atomic_write_text
 from utils.plots import plot_metrics_by_size
-from utils.runtime import DeviceError, cpu_threads, resolve_device, torch_threads
+from utils.runtime import DeviceError, automatic_threads, cpu_threads, resolve_device, torch_threads
+from utils.thread_governor import governed
 
 # What stops an evaluation with one line: a bad run folder, checkpoint (NaN weights included), data,
 # feature table, device or option, or a full disk (the files written before are intact).
@@ -164,7 +165,8 @@ def write_size_summary(export_root, args, data, model, by_size):
 def main(argv=None):
     options = parse_eval_args(sys.argv[1:] if argv is None else argv)
     try:
-        with torch_threads(cpu_threads(options.threads)):
+        threads = cpu_threads(options.threads)
+        with torch_threads(threads), governed(threads, automatic_threads(options.threads)):
             return evaluate_runs(options)
     except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status, as train.py
         print('interrupted (Ctrl-C); every file eval.py writes is replaced whole, so the run being tested keeps its '

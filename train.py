@@ -34,10 +34,11 @@ from trainer.compile import check_compile, compile_for_training
 from trainer.distributed import init_distributed, main_first, shutdown, wrap_model
 from trainer.resume import load_resume_state
 from trainer.trainer import NonFiniteLossError, Trainer, rank_seed
-from utils.environment import append_environment, environment_record
+from utils.environment import append_environment, environment_record, note_thread_changes
 from utils.io import DiskFullError
 from utils.run_log import RunLog
-from utils.runtime import DeviceError, cpu_threads, set_seed, torch_threads
+from utils.runtime import DeviceError, automatic_threads, cpu_threads, set_seed, torch_threads
+from utils.thread_governor import governed, thread_changes
 
 # Errors that mean "fix your input or your set-up": reported as one line, without a traceback.
 USER_ERRORS = (ConfigError, DataError, FeatureTableError, CheckpointError, DeviceError, RunFolderError, LoggerError)
@@ -56,7 +57,9 @@ def load_inputs(args, group, say, lock):
 
 def run(argv, group, device, progress, log):
     args = resume_arguments(argv)
-    with RunFolderLock(args.export_root, enabled=group.is_main) as lock, torch_threads(cpu_threads(args.threads)):
+    threads = cpu_threads(args.threads)
+    with RunFolderLock(args.export_root, enabled=group.is_main) as lock, torch_threads(threads), \
+            governed(threads, automatic_threads(args.threads), group.enabled):
         return run_locked(args, group, device, progress, log, lock)
 
 
@@ -121,6 +124,8 @@ def train_and_test(args, trainer, model, splits, device, group, progress, say):
         trainer.loggers.log_test(by_size, config_dict(args), trainer.global_step)
     if device.type == 'cuda':
         say(f'peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB')
+    if group.is_main and thread_changes():  # utils/thread_governor.py: what the machine's load made of the threads
+        note_thread_changes(args.export_root, thread_changes())
     say(f'\nwrote {metrics_path(args.export_root)}')
     return by_size
 

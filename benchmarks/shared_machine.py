@@ -9,8 +9,10 @@ the test. Scenarios:
 - alone: nothing else runs;
 - beside one busy process: a single-thread Python loop spins on one core meanwhile (a neighbour's job);
 - two at once: two demos start together (two seeds side by side), each timed.
-A policy is the environment the demo starts with: `entry` (nothing set: train.py chooses,
-utils/omp_policy.py), `openmp_default` (GOMP_SPINCOUNT=300000, OpenMP's own spinning: what ran before),
+A policy is the environment the demo starts with: `entry` (nothing set: train.py chooses the waiting
+at start, utils/omp_policy.py, and its thread count then follows the load, utils/thread_governor.py),
+`entry_fixed` (the same start, but the thread count kept: FMRLREC_ADAPTIVE_THREADS=0), `openmp_default`
+(GOMP_SPINCOUNT=300000, OpenMP's own spinning: what ran before),
 `passive` (OMP_WAIT_POLICY=PASSIVE: threads sleep at once), `spin<N>` (GOMP_SPINCOUNT=N: spin N
 iterations, then sleep). The table gives each wall time and its ratio to the demo alone under
 `openmp_default`. Run it on an otherwise quiet machine; the hardware is printed with it.
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-POLICY_VARIABLES = ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')
+POLICY_VARIABLES = ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME', 'FMRLREC_ADAPTIVE_THREADS')
 
 
 def policy_environment(policy):
@@ -35,10 +37,12 @@ def policy_environment(policy):
         env['OMP_WAIT_POLICY'] = 'PASSIVE'
     elif policy == 'openmp_default':
         env['GOMP_SPINCOUNT'] = '300000'  # libgomp's own spin count: what ran before utils/omp_policy.py
+    elif policy == 'entry_fixed':
+        env['FMRLREC_ADAPTIVE_THREADS'] = '0'
     elif policy.startswith('spin'):
         env['GOMP_SPINCOUNT'] = policy[len('spin'):]
     elif policy != 'entry':
-        raise SystemExit(f'error: unknown policy {policy!r}: entry, openmp_default, passive or spin<N>')
+        raise SystemExit(f'error: unknown policy {policy!r}: entry, entry_fixed, openmp_default, passive or spin<N>')
     return env
 
 

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from evaluation.metrics import (BEST, DEFAULT_TIES, UNRANKED, NonFiniteScoresError, check_tie_rule, metric_sums,
                                 ordered_metric_names, target_ranks)
 from model.packing import pack_last_position
+from utils import thread_governor
 from utils.runtime import autocast
 
 
@@ -47,6 +48,7 @@ def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, de
     # alike lengths compute far fewer positions. Each user's rank does not depend on the batch.
     order = torch.argsort((inputs > 0).sum(dim=1), stable=True)
     for start in tqdm(range(0, len(inputs), batch_size), desc=description, disable=not progress, leave=False):
+        thread_governor.tick()  # utils/thread_governor.py
         users = order[start:start + batch_size]
         packed = pack_last_position(inputs[users])
         if device.type == 'cuda':

@@ -10,6 +10,9 @@ SHARED_DATA = ROOT.parent / 'shared' / 'data' / 'amazon'
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 os.environ.setdefault('WANDB_MODE', 'offline')
+# Thread counts that follow the machine's load would make runs compared bit for bit differ by chance;
+# tests/test_thread_governor.py tests it on its own.
+os.environ['FMRLREC_ADAPTIVE_THREADS'] = '0'
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -20,6 +20,7 @@ from runs.run_folder import BEST_CHECKPOINT, RECENT_CHECKPOINT, STATE_DICT_KEY, 
 from trainer.distributed import SINGLE_PROCESS, local_share
 from trainer.optim import build_optimizer, cosine_with_warmup
 from trainer.rng import restore_rng_states, rng_states
+from utils import thread_governor
 from utils.runtime import autocast, kill_self, planned_fault, set_seed
 
 OPTIMIZER_STATE_DICT_KEY = 'optimizer_state_dict'
@@ -122,6 +123,7 @@ class Trainer:
         for step in bar:
             indices, loss_scale, share = local_share(order[step * size:(step + 1) * size], self.labels, self.group)
             loss, _ = self.train_step(*self.batch(indices), loss_scale)
+            thread_governor.tick()  # fewer threads while other processes compete (utils/thread_governor.py)
             step_losses[step] = loss if share == 1.0 else loss * share  # summed over ranks: the global loss
             if self.kill_at_step == self.global_step:
                 kill_self()

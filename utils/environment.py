@@ -72,7 +72,7 @@ def environment_record(device, world_size=1, resumed_after_epoch=None):
         'cuda': torch.version.cuda,
         'device': str(device),
         'processes': world_size,
-        'threads': torch.get_num_threads(),
+        'threads': torch.get_num_threads(),  # at the start: utils/thread_governor.py may change it (thread_changes)
         'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),  # None: not set
         'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'),
         'gomp_spincount': os.environ.get('GOMP_SPINCOUNT'),  # utils/omp_policy.py
@@ -83,6 +83,21 @@ def environment_record(device, world_size=1, resumed_after_epoch=None):
         **git_state(),
         **gpu_state(device),
     }
+
+
+def note_thread_changes(root, changes):
+    """Add the thread changes of this start (utils/thread_governor.py) to its RUN/environment.yaml entry."""
+    path = Path(root) / ENVIRONMENT_FILE
+    try:
+        entries = yaml.safe_load(path.read_text()) if path.exists() else None
+    except yaml.YAMLError:
+        entries = None
+    if not isinstance(entries, list) or not entries or not isinstance(entries[-1], dict):
+        return None
+    entries[-1]['thread_changes'] = [{'seconds': seconds, 'from': before, 'to': after, 'other_runnable': others}
+                                     for seconds, before, after, others in changes]
+    write_yaml(path, entries)
+    return path
 
 
 def append_environment(root, record):

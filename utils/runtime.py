@@ -29,6 +29,12 @@ def cpu_threads(requested=0):
     return max(1, cores // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', '1') or 1)))
 
 
+def automatic_threads(requested=0):
+    """Whether cpu_threads(requested) chooses the count itself (no --threads, no OMP_NUM_THREADS)."""
+    return not (requested and requested > 0) and not (
+        os.environ.get(THREADS_ENV, '').strip().isdigit() and int(os.environ[THREADS_ENV]) > 0)
+
+
 @contextlib.contextmanager
 def torch_threads(count):
     """torch's CPU threads set to `count` inside the block, restored after (commands run in-process too)."""
