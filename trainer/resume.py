@@ -6,9 +6,9 @@ from trainer.trainer import RESUME_KEYS
 
 def load_resume_state(trainer, path, current_config):
     """Restore `trainer` from the recent checkpoint at `path`, or say exactly what is wrong with it."""
-    what_to_do = (f'Checkpoints are written atomically, so this is damage from outside training (disk, '
-                  f'copy, another program). Restore the file, or delete it to restart the run from its '
-                  f'first epoch with the same command.')
+    what_to_do = ('Checkpoints are written atomically, so this is damage from outside training (disk, '
+                  'copy, another program). Restore the file, or delete it to restart the run from its '
+                  'first epoch with the same command.')
     try:
         # To the CPU: load_state_dict then copies the weights and the AdamW state to the parameters'
         # devices, and the RNG states must be CPU tensors (whatever device saved them).
