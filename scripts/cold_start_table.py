@@ -9,8 +9,8 @@ A row is the three-dataset table's row of its kind (scripts/dataset_table.py: th
 5% of the items (seed 0) are held out of training entirely and the test reports, beside the usual
 metrics, the users whose test target is one of them (datasets/cold_start.py; docs/content_features.md,
 Cold start). The hybrid's remedies are training-only options (model/fmrlrec.py): `_iddrop` drops each
-item's ID row with probability 0.3 per step, `_content` adds the loss of the projected features alone
-(weight 1), `_both` does both. A row is finished when its cold-start file exists. Run folders:
+item's ID row with probability 0.3 per step (`_iddrop60`, `_iddrop80`: 0.6 and 0.8), `_content` adds
+the loss of the projected features alone (weight 1), `_both` does 0.3 and 1. A row is finished when its cold-start file exists. Run folders:
 `<--out>/<row>`; text features come from `<--out>/../features/<code>` (built there on first use).
 Results: RESULTS.md, "New items".
 """
@@ -29,6 +29,8 @@ from scripts.study_rows import parse_study_options, read_log, row_state, run_row
 REMEDIES = {
     '': [],
     '_iddrop': ['--id_dropout', '0.3'],
+    '_iddrop60': ['--id_dropout', '0.6'],
+    '_iddrop80': ['--id_dropout', '0.8'],
     '_content': ['--content_loss_weight', '1.0'],
     '_both': ['--id_dropout', '0.3', '--content_loss_weight', '1.0'],
 }
@@ -121,7 +123,8 @@ def dataset_markdown(code, results):
 
 
 def _pair(values):
-    return f"{values['NDCG@10']:.4f} / {values['Recall@10']:.4f}" if values else '–'
+    # bucket 0 less the held-out users' sums: rounding can leave -0.0000 where the metric is 0
+    return f"{abs(values['NDCG@10']):.4f} / {abs(values['Recall@10']):.4f}" if values else '–'
 
 
 def main(argv=None):

@@ -21,7 +21,8 @@ def test_rows_are_the_table_rows_under_the_protocol_with_their_remedy(tmp_path):
             out=str(tmp_path / 'cold'), data_root='DATA', language_encoder='ENCODER')))
         assert (args.cold_start, args.cold_start_share, args.cold_start_seed) == (True, 0.05, 0)
         assert args.export_root == str(tmp_path / 'cold' / name)
-        assert args.id_dropout == (0.3 if kind in ('hybrid_iddrop', 'hybrid_both') else 0.0)
+        dropout = {'hybrid_iddrop': 0.3, 'hybrid_both': 0.3, 'hybrid_iddrop60': 0.6, 'hybrid_iddrop80': 0.8}
+        assert args.id_dropout == dropout.get(kind, 0.0)
         assert args.content_loss_weight == (1.0 if kind in ('hybrid_content', 'hybrid_both') else 0.0)
         differing = {key for key in vars(args) if getattr(args, key) != getattr(table, key)}
         assert differing <= {'cold_start', 'id_dropout', 'content_loss_weight', 'export_root'}, differing
