@@ -10,8 +10,9 @@ A row is the three-dataset table's row of its kind (scripts/dataset_table.py: th
 metrics, the users whose test target is one of them (datasets/cold_start.py; docs/content_features.md,
 Cold start). The hybrid's remedies are training-only options (model/fmrlrec.py): `_iddrop` drops each
 item's ID row with probability 0.3 per step (`_iddrop60`, `_iddrop80`: 0.6 and 0.8), `_content` adds
-the loss of the projected features alone (weight 1), `_both` does 0.3 and 1. A row is finished when its cold-start file exists. Run folders:
-`<--out>/<row>`; text features come from `<--out>/../features/<code>` (built there on first use).
+the loss of the projected features alone (weight 1), `_both` does 0.3 and 1. A row is finished when
+its cold-start file exists. Run folders: `<--out>/<row>`; text features come from
+`<--out>/../features/<code>` (built there on first use).
 Results: RESULTS.md, "New items".
 """
 import json
