@@ -25,7 +25,7 @@ from utils.omp_policy import set_wait_policy  # before anything imports torch (u
 set_wait_policy()
 
 from config import EXPERIMENT_ROOT, ConfigError, str2bool
-from datasets.cold_start import DEFAULT_SEED, DEFAULT_SHARE, cold_start_protocol, held_out_items
+from datasets.cold_start import DEFAULT_SEED, DEFAULT_SHARE, cold_start_protocol
 from datasets.features import FeatureTableError
 from datasets.p5 import DataError
 from deploy.catalogue import read_catalogue
@@ -36,7 +36,7 @@ from evaluation.final_evaluation import (evaluate_best_checkpoint, print_cold_st
 from evaluation.metrics import DEFAULT_TIES, TIE_RULES
 from runs.run_config import saved_run_args
 from runs.run_folder import CheckpointError, find_runs, metrics_path, read_run_config, read_test_metrics
-from runs.run_inputs import build_model, load_data, run_cold_start
+from runs.run_inputs import build_model, checked_held_out_items, load_data, run_cold_start
 from runs.trained_run import load_trained_run
 from utils.io import DiskFullError, atomic_write_text
 from utils.plots import plot_metrics_by_size
@@ -148,7 +148,7 @@ def evaluation_cold_start(args, options, splits, num_items):
         return None
     share = DEFAULT_SHARE if share is None else share
     seed = DEFAULT_SEED if seed is None else seed
-    return cold_start_protocol(held_out_items(num_items, share, seed), share, seed, items_in_training=True)
+    return cold_start_protocol(checked_held_out_items(num_items, share, seed), share, seed, items_in_training=True)
 
 
 def write_size_summary(export_root, args, data, model, by_size):

@@ -13,7 +13,7 @@ from datasets.feature_builds import ensure_feature_tables
 from datasets.feature_preprocessing import preprocess_features
 from datasets.features import FeatureTableError, check_feature_table, feature_cache_path, load_feature_table, modality_name
 from datasets.item_text import ALL_FIELDS
-from datasets.p5 import load_p5, metadata_warning, split_examples
+from datasets.p5 import DataError, load_p5, metadata_warning, split_examples
 from model.fmrlrec import FMRLRec
 from runs.input_fingerprint import (RECORD_FORMAT, LoadedInputs, dataset_changes, dataset_fingerprint,
                                     feature_changes, features_fingerprint, inputs_check,
@@ -132,7 +132,16 @@ def cold_start_items(args, num_items):
     """(K,) item ids the run holds out of training (--cold_start), or None."""
     if not getattr(args, 'cold_start', False):
         return None
-    return held_out_items(num_items, args.cold_start_share, args.cold_start_seed)
+    return checked_held_out_items(num_items, args.cold_start_share, args.cold_start_seed)
+
+
+def checked_held_out_items(num_items, share, seed):
+    """datasets/cold_start.held_out_items, with a share that leaves nothing to train on as a DataError."""
+    try:
+        return held_out_items(num_items, share, seed)
+    except ValueError as error:
+        raise DataError(f'{error} of the dataset, leaving nothing to train on: choose a smaller '
+                        f'--cold_start_share (the default is 0.05)') from None
 
 
 def accepted_input_changes(args):

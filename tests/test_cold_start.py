@@ -164,3 +164,10 @@ def test_eval_reports_the_same_users_for_a_run_trained_on_every_item(tmp_path, d
     assert report['items_in_training'] and report['held_out_item_ids'] == held_out_items(320, 0.1, 3).tolist()
     with pytest.raises(SystemExit):
         eval_script.parse_eval_args(['--export_root', str(run), '--cold_start_seed', '3'])
+
+
+def test_a_share_that_holds_out_every_item_is_one_line(tmp_path, demo_root):
+    import train as train_script
+    with pytest.raises(SystemExit, match='error: --cold_start_share 0.999 would hold out all 320 items'):
+        train_script.main(['--dataset_code', 'demo', '--data_root', str(demo_root), '--export_root',
+                           str(tmp_path / 'run'), '--cold_start', '--cold_start_share', '0.999', '--num_epochs', '1'])
