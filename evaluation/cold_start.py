@@ -6,7 +6,7 @@ also report the same users for a run trained on every item (`items_in_training` 
 same model kind reaches when it has seen those items, the upper bound of the cold-start numbers.
 """
 from datasets.cold_start import held_out_mask
-from evaluation.metrics import DEFAULT_TIES, TIED_SHARE, check_tie_rule, metric_sums, ordered_metric_names, tied_share
+from evaluation.metrics import DEFAULT_TIES, check_tie_rule, subset_means
 
 DEFINITION = ('users whose test target is one of the held-out items; the ranks are over the whole catalogue, '
               'as for every other user')
@@ -23,13 +23,7 @@ def cold_start_report(ranks, sizes, ks, targets, protocol, ties=DEFAULT_TIES):
         raise ValueError(f'{ranks.shape[1]} ranks per size and {len(targets)} targets: one per test user')
     inside = held_out_mask(targets, held_out)
     users = int(inside.sum())
-    names = ordered_metric_names(ks)
-    by_size = {}
-    for row, size in enumerate(sizes):
-        sums = metric_sums(ranks[row][inside], ks, ties) if users else {}
-        values = {name: sums[name] / users if users else None for name in names}
-        values[TIED_SHARE] = float(tied_share(ranks[row][inside])) if users else None
-        by_size[str(size)] = values
+    by_size = {str(size): subset_means(ranks[row][inside], ks, ties) for row, size in enumerate(sizes)}
     return {
         'definition': DEFINITION,
         'share': float(protocol['share']), 'seed': int(protocol['seed']),

@@ -132,3 +132,13 @@ def ordered_metric_names(ks):
 def ndcg_at(rank, k):
     """Hand formula for one user (used by tests and docs)."""
     return 1.0 / math.log2(rank + 1) if rank <= k else 0.0
+
+
+def subset_means(ranks, ks, ties=DEFAULT_TIES):
+    """{metric: mean, TIED_SHARE: share} over the (U, 2) ranks of a group of users (the popularity
+    buckets, the cold-start users); every value None for an empty group (JSON has no NaN)."""
+    users = ranks.shape[0]
+    if not users:
+        return {**{name: None for name in ordered_metric_names(ks)}, TIED_SHARE: None}
+    sums = metric_sums(ranks, ks, ties)
+    return {**{name: sums[name] / users for name in ordered_metric_names(ks)}, TIED_SHARE: float(tied_share(ranks))}

@@ -10,7 +10,7 @@ for each bucket's share of tied targets).
 """
 import torch
 
-from evaluation.metrics import DEFAULT_TIES, TIED_SHARE, check_tie_rule, metric_sums, ordered_metric_names, tied_share
+from evaluation.metrics import DEFAULT_TIES, check_tie_rule, subset_means
 
 # (name, lowest count, highest count or None for no bound); together they cover 0, 1, 2, ...
 BUCKETS = (('0', 0, 0), ('1-4', 1, 4), ('5-19', 5, 19), ('20+', 20, None))
@@ -56,17 +56,12 @@ def popularity_report(ranks, sizes, ks, counts, targets, ties=DEFAULT_TIES):
         raise ValueError(f'{ranks.shape[1]} ranks per size, {len(counts)} counts and {len(targets)} targets: '
                          f'they must be one per test user.')
     index = bucket_indices(counts)
-    names = ordered_metric_names(ks)
     members = {name: index == position for position, (name, _, _) in enumerate(BUCKETS)}
     by_size = {}
     for row, size in enumerate(sizes):
         by_size[str(size)] = {}
         for bucket, inside in members.items():
-            users = int(inside.sum())
-            sums = metric_sums(ranks[row][inside], ks, ties) if users else {}
-            values = {name: sums[name] / users if users else None for name in names}
-            values[TIED_SHARE] = float(tied_share(ranks[row][inside])) if users else None
-            by_size[str(size)][bucket] = values
+            by_size[str(size)][bucket] = subset_means(ranks[row][inside], ks, ties)
     return {
         'definition': DEFINITION,
         'buckets': {name: [low, high] for name, low, high in BUCKETS},
