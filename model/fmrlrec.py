@@ -151,15 +151,12 @@ class FMRLRec(nn.Module):
                 module.fused = self.fast_path.fused_linears
 
     # ---- the method ------------------------------------------------------------------------
-    def item_table(self, id_rows=None):
-        """(N + 1, D) item representations, shared by the input embedding and the output scores.
-        id_rows: the hybrid's ID rows to add, when not the ID table itself (`_training_id_rows`)."""
+    def item_table(self):
+        """(N + 1, D) item representations, shared by the input embedding and the output scores."""
         if self.projection is None:
             return self.id_embedding.weight
         table = self._projected_table()
-        if not self.is_hybrid:
-            return table
-        return table + (self.id_embedding.weight if id_rows is None else id_rows)
+        return table + self.id_embedding.weight if self.is_hybrid else table
 
     def _projected_table(self):
         """(N + 1, D) the projected features alone: the whole item table unless the model is a hybrid."""
@@ -196,8 +193,10 @@ class FMRLRec(nn.Module):
         if self._embeds_from_features() and not self.is_hybrid:
             per_size = self._factored_loss(tokens, labels)
         else:
-            id_rows = self._training_id_rows() if self.is_hybrid else None
-            table = self.item_table(id_rows)
+            id_rows, projected = None, None
+            if self.is_hybrid:  # the projection is kept apart for the content loss below
+                id_rows, projected = self._training_id_rows(), self._projected_table()
+            table = self.item_table() if projected is None else projected + id_rows
             hidden = self._hidden_states(tokens, table, own_table=True, id_rows=id_rows)
             per_size = nested_cross_entropy(hidden, table, labels, self.widths,  # running-sum logits
                                             item_chunk=self.fast_path.loss_item_chunk,
@@ -206,7 +205,7 @@ class FMRLRec(nn.Module):
         if self.content_loss_weight and self.training:
             # The same histories scored against the projected features alone, as items without an ID row
             # are: the content path stays a scorer on its own (docs/content_features.md, Cold start).
-            content = nested_cross_entropy(hidden, self._projected_table(), labels, self.widths,
+            content = nested_cross_entropy(hidden, projected, labels, self.widths,
                                            item_chunk=self.fast_path.loss_item_chunk,
                                            column_bias=self._loss_column_bias())
             total = total + self.content_loss_weight * (content.sum() if reduction == 'sum' else content.mean())

@@ -285,7 +285,7 @@ MUTATIONS = [
              '            hidden = self._hidden_states(tokens, table, own_table=True)',
              ('tests/test_hybrid_remedies.py::test_id_dropout_drops_whole_rows_the_same_for_inputs_and_scores',)),
     Mutation('content-loss-with-id-rows', 'cold start', 'the content loss scores the hybrid table',
-             'model/fmrlrec.py', '            content = nested_cross_entropy(hidden, self._projected_table(), labels, self.widths,',
+             'model/fmrlrec.py', '            content = nested_cross_entropy(hidden, projected, labels, self.widths,',
              '            content = nested_cross_entropy(hidden, table, labels, self.widths,',
              ('tests/test_hybrid_remedies.py::test_content_loss_adds_the_loss_of_the_projected_features_alone',)),
 ]
