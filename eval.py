@@ -12,11 +12,15 @@
     python eval.py --export_root RUN --cold_start # a run trained on every item: the metrics of the users whose
                                                   # target a --cold_start run would hold out (the upper bound
                                                   # of that run's test_mrl_metrics_cold_start.json)
+    python eval.py --export_root RUN --new_item_boost auto   # a --cold_start run: boost the held-out items' scores,
+                                                  # by as much as validation allows (docs/content_features.md,
+                                                  # New-item boost): test_mrl_metrics_new_item_boost.json
 
 Testing also writes size_summary.md: per size, the metrics next to the size-s model's parameter
 count and its export file's size (export.py), so that a user can pick the size that fits.
 """
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -34,11 +38,13 @@ from deploy.run_export import run_source
 from evaluation.final_evaluation import (evaluate_best_checkpoint, print_cold_start_table, print_popularity_table,
                                          print_table)
 from evaluation.metrics import DEFAULT_TIES, TIE_RULES
+from evaluation.new_item_boost import DEFAULT_TOLERANCE, boost_table, check_tolerance, new_item_boost_report
 from runs.run_config import saved_run_args
-from runs.run_folder import CheckpointError, find_runs, metrics_path, read_run_config, read_test_metrics
+from runs.run_folder import (CheckpointError, find_runs, metrics_path, new_item_boost_path, read_run_config,
+                             read_test_metrics)
 from runs.run_inputs import build_model, checked_held_out_items, load_data, run_cold_start
 from runs.trained_run import load_trained_run
-from utils.io import DiskFullError, atomic_write_text
+from utils.io import DiskFullError, atomic_write_text, write_json
 from utils.plots import plot_metrics_by_size
 from utils.runtime import DeviceError, automatic_threads, cpu_threads, resolve_device, torch_threads
 from utils.thread_governor import governed
@@ -79,7 +85,23 @@ def parse_eval_args(argv):
                         f'(default {DEFAULT_SHARE})')
     p.add_argument('--cold_start_seed', type=int, default=None,
                    help=f'with --cold_start, on a run trained on every item: the seed (default {DEFAULT_SEED})')
+    p.add_argument('--new_item_boost', type=str, default=None,
+                   help='a run trained with --cold_start: also test with a constant added to the scores of its held-out '
+                        'items, "auto" (per size, the largest that keeps the overall validation NDCG@10 within '
+                        '--new_item_tolerance) or one value, or one per size (comma-separated); written to '
+                        'test_mrl_metrics_new_item_boost.json (docs/content_features.md, New-item boost)')
+    p.add_argument('--new_item_tolerance', type=float, default=DEFAULT_TOLERANCE,
+                   help='with --new_item_boost auto: the share of the overall validation NDCG@10 the boost may give up')
     options = p.parse_args(argv)
+    if options.new_item_boost is not None:
+        try:
+            parse_boosts(options.new_item_boost)
+            check_tolerance(options.new_item_tolerance)
+        except ValueError as error:
+            p.error(f'--new_item_boost: {error}')
+        if options.ties != DEFAULT_TIES or options.mask_history is not None or options.eval_mode != 'test':
+            p.error('--new_item_boost tests under the run\'s own protocol: use it with --eval_mode test, without '
+                    '--ties and --mask_history')
     if (options.cold_start_share is not None or options.cold_start_seed is not None) and not options.cold_start:
         p.error('--cold_start_share and --cold_start_seed choose the items of --cold_start; add --cold_start')
     if options.cold_start_share is not None and not 0.0 < options.cold_start_share < 1.0:
@@ -118,19 +140,54 @@ def evaluate_run(export_root, options):
     suffix = '' if args.mask_history == run_masks else ('_masked' if args.mask_history else '_unmasked')
     ties = getattr(options, 'ties', DEFAULT_TIES)
     suffix += '' if ties == DEFAULT_TIES else f'_ties_{ties}'  # the run's own files keep the training's rule
+    cold_start = evaluation_cold_start(args, options, splits, data.num_items)
     by_size = evaluate_best_checkpoint(args, model, splits['test'], export_root, device, suffix=suffix,
-                                       training_examples=splits['train'], ties=ties,
-                                       cold_start=evaluation_cold_start(args, options, splits, data.num_items))
+                                       training_examples=splits['train'], ties=ties, cold_start=cold_start)
     protocol = ('history masked' if args.mask_history else 'history not masked') + (
         '' if ties == DEFAULT_TIES else f', targets {ties} among equal scores')
     print_table(by_size, f'{export_root}: test metrics ({protocol}), every size')
     print_popularity_table(export_root, suffix)
     print_cold_start_table(export_root, suffix)
+    if getattr(options, 'new_item_boost', None) is not None:
+        test_new_item_boost(args, options, model, splits, cold_start, device)
     if suffix:
         print(f'wrote {metrics_path(export_root, suffix)}')
     else:
         write_size_summary(export_root, args, data, model, by_size)
     return by_size
+
+
+def parse_boosts(text):
+    """'auto' -> None (chosen on validation); '1.5' -> [1.5] (every size); '0,0.5,1' -> one per size."""
+    if text == 'auto':
+        return None
+    try:
+        values = [float(part) for part in text.split(',')]
+    except ValueError:
+        raise ValueError(f'{text!r} is neither "auto" nor numbers separated by commas') from None
+    if not all(math.isfinite(value) for value in values):
+        raise ValueError(f'{text!r}: the boosts must be finite numbers')
+    return values
+
+
+def test_new_item_boost(args, options, model, splits, protocol, device):
+    """Write and print the new-item boost report (evaluation/new_item_boost.py) of a --cold_start run."""
+    if protocol is None or protocol['items_in_training']:
+        raise ConfigError(f'--new_item_boost boosts the items a run never trained on, but {args.export_root} was '
+                          f'trained on every item: use it on a run trained with --cold_start')
+    sizes, values = list(args.mrl_hidden_sizes), parse_boosts(options.new_item_boost)
+    if values is not None and len(values) not in (1, len(sizes)):
+        raise ConfigError(f'--new_item_boost: {len(values)} values for the {len(sizes)} sizes {sizes}: give one, '
+                          f'or one per size')
+    boosts = None if values is None else dict(zip(sizes, values * len(sizes) if len(values) == 1 else values))
+    report = new_item_boost_report(args, model, splits['val'], splits['test'], protocol, device,
+                                   options.new_item_tolerance, boosts)
+    path = new_item_boost_path(args.export_root)
+    write_json(path, report)
+    how = 'chosen on validation' if values is None else 'as given'
+    print(f'\nNew-item boost ({how}): {report["test"]["held_out_users"]:,} of {report["test"]["all_users"]:,} test '
+          f'users have a held-out target; unboosted -> boosted\n' + boost_table(report))
+    print(f'wrote {path}')
 
 
 def evaluation_cold_start(args, options, splits, num_items):

@@ -23,21 +23,29 @@ def _to_device(tensor, device):
 
 
 def evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size=64, device='cpu',
-                   mask_history=False, amp='none', progress=True, description='eval'):
+                   mask_history=False, amp='none', progress=True, description='eval', boost=None):
     """(M, U, 2) best and worst 1-based rank of each user's target for every size, computed on
-    `device` (evaluation/metrics.target_ranks; the tie rule is applied by metrics_from_ranks)."""
+    `device` (evaluation/metrics.target_ranks; the tie rule is applied by metrics_from_ranks).
+
+    boost: (items (K,), values (C, M)) to rank with values[c, m] added to the size-m scores of `items`
+    (evaluation/new_item_boost.py); the ranks are then (C, M, U, 2), one set per row of values."""
     if len(targets) and int(targets.min()) < 1:
         raise ValueError('evaluation targets must be item ids >= 1 (0 is the padding item)')
+    if boost is not None and (boost[1].dim() != 2 or boost[1].shape[1] != num_sizes):
+        raise ValueError(f'boost values of shape {tuple(boost[1].shape)}: expected (C, {num_sizes}), one per size')
     with torch.no_grad():
         return _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, torch.device(device),
-                               mask_history, amp, progress, description)
+                               mask_history, amp, progress, description, boost)
 
 
 def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, device, mask_history, amp,
-                    progress, description):
+                    progress, description, boost=None):
     was_training = model.training
     model.eval()
-    ranks = torch.empty(num_sizes, len(inputs), 2, dtype=torch.long, device=device)
+    shape = (num_sizes, len(inputs), 2) if boost is None else (len(boost[1]), num_sizes, len(inputs), 2)
+    ranks = torch.empty(shape, dtype=torch.long, device=device)
+    if boost is not None:
+        boost = (boost[0].to(device), boost[1].float().cpu())
     with autocast(device, amp):
         table = model.item_table()
         if torch.is_tensor(table):
@@ -60,9 +68,24 @@ def _evaluate_ranks(model, inputs, targets, histories, num_sizes, batch_size, de
         with autocast(device, amp):
             scores = model.running_scores(packed, table, lru_inputs, input_table)
             for index, size_scores in enumerate(scores):  # fp32 (B, N + 1)
-                ranks[index, where] = target_ranks(size_scores, batch_targets, excluded)
+                if boost is None:
+                    ranks[index, where] = target_ranks(size_scores, batch_targets, excluded)
+                else:
+                    boosted_ranks(ranks[:, index], where, size_scores, batch_targets, excluded, boost[0],
+                                  boost[1][:, index].tolist())
     model.train(was_training)
     return ranks
+
+
+def boosted_ranks(out, where, scores, targets, excluded, items, values):
+    """out[c, where] = the targets' ranks with values[c] added to the scores of `items`. The scores are
+    running_scores' buffer, which the next size adds to: their columns are put back exactly (a copy,
+    not a subtraction, which would round)."""
+    original = scores[:, items].clone()
+    for row, value in enumerate(values):
+        scores[:, items] = original + value
+        out[row, where] = target_ranks(scores, targets, excluded)
+    scores[:, items] = original
 
 
 def compact_inputs(inputs, table):

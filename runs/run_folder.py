@@ -36,6 +36,7 @@ METRICS_FILE = 'test_mrl_metrics'  # + suffix + '.json': {size: metrics}
 LARGEST_METRICS_FILE = 'test_metrics'  # + suffix + '.json': the largest size's metrics
 POPULARITY_FILE = 'test_mrl_metrics_by_popularity'  # + suffix + '.json'
 COLD_START_FILE = 'test_mrl_metrics_cold_start'  # + suffix + '.json': the cold-start protocol's users
+NEW_ITEM_BOOST_FILE = 'test_mrl_metrics_new_item_boost.json'  # eval.py --new_item_boost (evaluation/new_item_boost.py)
 INPUTS_FILE = 'inputs.json'
 # In the metrics files of a test on inputs other than the run's (--accept_changed_inputs): what differed.
 ACCEPTED_CHANGES_KEY = 'accepted_input_changes'
@@ -79,6 +80,10 @@ def popularity_path(root, suffix=''):
 
 def cold_start_path(root, suffix=''):
     return Path(root) / f'{COLD_START_FILE}{suffix}.json'
+
+
+def new_item_boost_path(root):
+    return Path(root) / NEW_ITEM_BOOST_FILE
 
 
 def find_runs(root):

@@ -288,4 +288,11 @@ MUTATIONS = [
              'model/fmrlrec.py', '            content = nested_cross_entropy(hidden, projected, labels, self.widths,',
              '            content = nested_cross_entropy(hidden, table, labels, self.widths,',
              ('tests/test_hybrid_remedies.py::test_content_loss_adds_the_loss_of_the_projected_features_alone',)),
+    Mutation('boost-scores-not-restored', 'cold start', "a boosted size's scores reach the next size's running sum",
+             'evaluation/evaluate.py', '    scores[:, items] = original\n', '    pass\n',
+             ('tests/test_new_item_boost.py::test_boosted_ranks_equal_the_ranks_of_explicitly_boosted_scores',)),
+    Mutation('boost-chosen-smallest', 'cold start', 'the boost chosen on validation is the smallest allowed, not the largest',
+             'evaluation/new_item_boost.py', '        chosen[size] = max(allowed)', '        chosen[size] = min(allowed)',
+             ('tests/test_new_item_boost.py::test_choose_boosts_takes_the_largest_boost_within_the_tolerance',
+              'tests/test_new_item_boost.py::test_eval_chooses_the_boosts_on_validation_and_tests_them')),
 ]
