@@ -17,6 +17,7 @@ last items are used), fewer than --k items left to recommend, users left without
 """
 import argparse
 import json
+import math
 import sys
 
 from utils.omp_policy import set_wait_policy  # before anything imports torch (utils/omp_policy.py)
@@ -117,6 +118,10 @@ def parse_recommend_args(argv):
     p.add_argument('--skip_unknown', action='store_true', help='drop unknown history items instead of stopping')
     p.add_argument('--json', action='store_true', help='one JSON list per user and line')
     p.add_argument('--batch_size', type=int, default=256, help='users scored at once (256 is the fastest on the 2-core CPU we measured)')
+    p.add_argument('--new_item_boost', type=float, default=0.0,
+                   help='added to the scores of the items add_items.py added to the export (a hybrid buries items '
+                        'without a trained ID row; eval.py --new_item_boost auto on a --cold_start run chooses one '
+                        'on validation: docs/content_features.md, New-item boost)')
     p.add_argument('--device', default='cpu')
     p.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1: on the shared '
                    '2-core machine we measured, 2 threads were several times slower; scale with processes)')
@@ -131,6 +136,8 @@ def parse_recommend_args(argv):
         p.error('give either --history ITEMS or --history_file FILE')
     if options.k < 1 or options.batch_size < 1 or options.threads < 1:
         p.error('--k, --batch_size and --threads must be at least 1')
+    if not math.isfinite(options.new_item_boost):
+        p.error(f'--new_item_boost must be a finite number, got {options.new_item_boost}')
     return options
 
 
@@ -154,7 +161,10 @@ def recommend(options):
         exported = (load_export(options.model) if options.model is not None
                     else load_run_size(options.export_root, options.size, options.data_root,
                                        accept_changed_inputs=options.accept_changed_inputs))
-        recommender = Recommender(exported, device)
+        recommender = Recommender(exported, device, options.new_item_boost)
+        if options.new_item_boost and not len(recommender.added_items):
+            print('warning: --new_item_boost changes nothing: this model holds no item added by add_items.py',
+                  file=sys.stderr)
         users = ([('history', options.history, '--history')] if options.history is not None
                  else read_history_lines(options.history_file))
         histories = parse_histories(recommender, users, options.skip_unknown)

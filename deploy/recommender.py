@@ -16,8 +16,13 @@ class HistoryError(ValueError):
 class Recommender:
     """Batched top-k over the whole catalogue with a size-s model (from deploy.export_format.load_export)."""
 
-    def __init__(self, exported, device='cpu'):
+    def __init__(self, exported, device='cpu', new_item_boost=0.0):
         self.device = torch.device(device)
+        # Added to the scores of the items add_items.py appended: without a trained ID row a hybrid buries
+        # them (docs/content_features.md, New-item boost; eval.py --new_item_boost chooses one on validation).
+        self.new_item_boost = float(new_item_boost)
+        self.added_items = torch.tensor([int(record['item']) for record in exported.info.get('added_items', [])],
+                                        dtype=torch.long, device=self.device)
         self.model = exported.model.to(self.device).eval()
         self.table = exported.item_table.to(self.device)
         self.max_len = exported.max_len
@@ -61,6 +66,8 @@ class Recommender:
         packed = pack_last_position(self.input_tokens(histories)).to(self.device)
         hidden = self.model.hidden_states(packed, self.table)          # (B, s)
         scores = hidden @ self.table.t()                                # (B, N + 1)
+        if self.new_item_boost and len(self.added_items):
+            scores[:, self.added_items] += self.new_item_boost
         scores[:, 0] = float('-inf')
         if exclude_history:
             longest = max((len(h) for h in histories), default=0)

@@ -295,4 +295,7 @@ MUTATIONS = [
              'evaluation/new_item_boost.py', '        chosen[size] = max(allowed)', '        chosen[size] = min(allowed)',
              ('tests/test_new_item_boost.py::test_choose_boosts_takes_the_largest_boost_within_the_tolerance',
               'tests/test_new_item_boost.py::test_eval_chooses_the_boosts_on_validation_and_tests_them')),
+    Mutation('recommend-boost-ignored', 'cold start', 'recommend.py --new_item_boost leaves the added items as they were',
+             'deploy/recommender.py', '            scores[:, self.added_items] += self.new_item_boost', '            pass',
+             ('tests/test_add_items.py::test_recommend_boosts_the_added_items_only',)),
 ]

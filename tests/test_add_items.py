@@ -210,6 +210,29 @@ def test_recommend_serves_an_added_item_with_its_asin_and_title(text_run, tmp_pa
     assert added['score'] == pytest.approx(float(expected), rel=1e-5, abs=1e-6)
 
 
+def test_recommend_boosts_the_added_items_only(hybrid_run, tmp_path, capsys):
+    path = export(hybrid_run, tmp_path / 'model.pt', 16)
+    add(hybrid_run, path, write_items(tmp_path / 'new.json', NEW_ITEMS))
+    history, everything = 'DEMO000003,DEMO000007', str(NUM_ITEMS + 3)
+    capsys.readouterr()
+
+    def served(*extra):
+        recommend_script.main(['--model', str(path), '--history', history, '--k', everything, '--json', *extra])
+        return {r['item']: r['score'] for r in json.loads(capsys.readouterr().out)['items']}
+
+    plain, boosted = served(), served('--new_item_boost', '2.5')
+    added = {NUM_ITEMS + k for k in (1, 2, 3)}
+    assert set(plain) == set(boosted) and added <= set(plain)
+    for item, score in plain.items():
+        assert boosted[item] == pytest.approx(score + (2.5 if item in added else 0.0), rel=1e-6, abs=1e-5)
+    # an export without added items: the boost changes nothing, and says so
+    bare = export(hybrid_run, tmp_path / 'bare.pt', 16)
+    recommend_script.main(['--model', str(bare), '--history', history, '--new_item_boost', '1'])
+    assert 'warning: --new_item_boost changes nothing' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        recommend_script.parse_recommend_args(['--model', str(bare), '--history', '1', '--new_item_boost', 'inf'])
+
+
 # ---- refusals: one line each, and the export left as it was --------------------------------------
 
 def assert_refused(run, export_path, items, pattern, *extra):
