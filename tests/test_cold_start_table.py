@@ -56,3 +56,26 @@ def test_report_gives_ratios_and_the_never_target_users_that_were_in_training(tm
     assert '| hybrid | 0.0500 | 0.1000 | 1.000x | 0.0100 | 0.0200 | 0.50x | 0.0000 / 0.0000 | 2 |' in table
     assert '| text | 0.0400 | 0.0800 | 0.800x | 0.0200 | 0.0400 | 1.00x | 0.0200 / 0.0400 | 2 |' in table
     assert not results['beauty_id']['finished']
+
+
+def test_report_adds_the_boosted_rows_and_boost_runs_eval_on_the_rows_without_a_file(tmp_path, monkeypatch):
+    out = tmp_path / 'cold'
+    fake_row(out / 'beauty_text', overall=0.04, cold=0.02, bucket_zero=0.02)
+    fake_row(out / 'beauty_hybrid', overall=0.05, cold=0.01, bucket_zero=0.004)
+    fake_row(out / 'beauty_id', overall=0.03, cold=0.0, bucket_zero=0.0)
+    (out / 'beauty_hybrid' / 'test_mrl_metrics_new_item_boost.json').write_text(json.dumps({
+        'tolerance': 0.01, 'boosts': {'256': 1.25}, 'test': {'by_size': {'256': {
+            'boosted': {'all': {'NDCG@10': 0.049, 'Recall@10': 0.09}, 'held_out': {'NDCG@10': 0.03, 'Recall@10': 0.06}},
+            'unboosted': {'all': {'NDCG@10': 0.05}, 'held_out': {'NDCG@10': 0.01}}}}}}))
+    assert cold_start_table.main(['report', '--out', str(out)]) == 0
+    table = (out / 'cold_start_table.md').read_text()
+    assert 'tolerance 0.01), size 256:' in table
+    # 0.049 / 0.05 overall; 0.06 / text-only's unboosted 0.04 held-out
+    assert '| hybrid | 1.25 | 0.0490 | 0.980x | 0.0300 | 0.0600 | 1.50x |' in table
+    calls = []
+    monkeypatch.setattr(cold_start_table.subprocess, 'run',
+                        lambda command, cwd: calls.append(command) or argparse.Namespace(returncode=0))
+    assert cold_start_table.main(['boost', '--out', str(out), '--threads', '2']) == 0
+    # text only: the hybrid has its file, the ID-only row has no new-item scores to boost, the rest are not finished
+    assert [c[c.index('--export_root') + 1] for c in calls] == [str(out / 'beauty_text')]
+    assert calls[0][-4:] == ['--new_item_boost', 'auto', '--threads', '2']
