@@ -141,6 +141,7 @@ def evaluate_run(export_root, options):
     ties = getattr(options, 'ties', DEFAULT_TIES)
     suffix += '' if ties == DEFAULT_TIES else f'_ties_{ties}'  # the run's own files keep the training's rule
     cold_start = evaluation_cold_start(args, options, splits, data.num_items)
+    boosts = new_item_boosts(args, options, cold_start)  # checked before the test runs
     by_size = evaluate_best_checkpoint(args, model, splits['test'], export_root, device, suffix=suffix,
                                        training_examples=splits['train'], ties=ties, cold_start=cold_start)
     protocol = ('history masked' if args.mask_history else 'history not masked') + (
@@ -148,8 +149,8 @@ def evaluate_run(export_root, options):
     print_table(by_size, f'{export_root}: test metrics ({protocol}), every size')
     print_popularity_table(export_root, suffix)
     print_cold_start_table(export_root, suffix)
-    if getattr(options, 'new_item_boost', None) is not None:
-        test_new_item_boost(args, options, model, splits, cold_start, device)
+    if boosts is not None:
+        report_new_item_boost(args, options, model, splits, cold_start, device, boosts)
     if suffix:
         print(f'wrote {metrics_path(export_root, suffix)}')
     else:
@@ -170,23 +171,33 @@ def parse_boosts(text):
     return values
 
 
-def test_new_item_boost(args, options, model, splits, protocol, device):
-    """Write and print the new-item boost report (evaluation/new_item_boost.py) of a --cold_start run."""
+def new_item_boosts(args, options, protocol):
+    """None without --new_item_boost; else {size: boost}, or 'auto' (chosen on validation). ConfigError when the
+    run has no item it never trained on, or the values do not fit its sizes."""
+    if getattr(options, 'new_item_boost', None) is None:
+        return None
     if protocol is None or protocol['items_in_training']:
         raise ConfigError(f'--new_item_boost boosts the items a run never trained on, but {args.export_root} was '
                           f'trained on every item: use it on a run trained with --cold_start')
     sizes, values = list(args.mrl_hidden_sizes), parse_boosts(options.new_item_boost)
-    if values is not None and len(values) not in (1, len(sizes)):
+    if values is None:
+        return 'auto'
+    if len(values) not in (1, len(sizes)):
         raise ConfigError(f'--new_item_boost: {len(values)} values for the {len(sizes)} sizes {sizes}: give one, '
                           f'or one per size')
-    boosts = None if values is None else dict(zip(sizes, values * len(sizes) if len(values) == 1 else values))
+    return dict(zip(sizes, values * len(sizes) if len(values) == 1 else values))
+
+
+def report_new_item_boost(args, options, model, splits, protocol, device, boosts):
+    """Write and print the new-item boost report (evaluation/new_item_boost.py) of a --cold_start run."""
+    chosen = boosts == 'auto'
     report = new_item_boost_report(args, model, splits['val'], splits['test'], protocol, device,
-                                   options.new_item_tolerance, boosts)
+                                   options.new_item_tolerance, None if chosen else boosts)
     path = new_item_boost_path(args.export_root)
     write_json(path, report)
-    how = 'chosen on validation' if values is None else 'as given'
-    print(f'\nNew-item boost ({how}): {report["test"]["held_out_users"]:,} of {report["test"]["all_users"]:,} test '
-          f'users have a held-out target; unboosted -> boosted\n' + boost_table(report))
+    print(f'\nNew-item boost ({"chosen on validation" if chosen else "as given"}): '
+          f'{report["test"]["held_out_users"]:,} of {report["test"]["all_users"]:,} test users have a held-out target; '
+          f'unboosted -> boosted\n' + boost_table(report))
     print(f'wrote {path}')
 
 

@@ -99,6 +99,8 @@ def test_eval_refuses_a_boost_it_cannot_apply(tmp_path, demo_root, cold_run):
     make_run(warm, copy_demo(demo_root, tmp_path / 'data'), extra_args=['--use_img_encoder', 'False'])
     with pytest.raises(SystemExit, match='error: --new_item_boost boosts the items a run never trained on'):
         eval_script.main(['--export_root', str(warm), '--new_item_boost', 'auto'])
+    assert not (warm / 'test_mrl_metrics_cold_start.json').exists()  # refused before testing anything
+    assert json.loads((warm / 'test_mrl_metrics.json').read_text())['4']['NDCG@10'] == 0.05  # make_run's, untouched
     with pytest.raises(SystemExit, match='error: --new_item_boost: 2 values for the 4 sizes'):
         eval_script.main(['--export_root', str(cold_run[0]), '--new_item_boost', '1,2'])
     for bad in (['--new_item_boost', 'more'], ['--new_item_boost', 'nan'], ['--new_item_boost', 'auto', '--ties', 'last'],
