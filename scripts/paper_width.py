@@ -174,15 +174,18 @@ def run(options, native=None):
               f'in fp32 without them')
         return 1
     amp, why = decision
-    print(f'main rows: --amp {amp}, because {why}', flush=True)
     mains = [n for n in names if n in MAIN_ROWS]
+    if not mains:  # only check rows were asked for: say what they decided, start nothing
+        print(f'check rows done; the main rows would train with --amp {amp}, because {why}', flush=True)
+        return 0
+    print(f'main rows: --amp {amp}, because {why}', flush=True)
     for name in mains:
         recorded = started_amp(out / name)
         if recorded not in (None, amp) and not is_finished(out / name):
             print(f'{name} started with --amp {recorded} and keeps it: a resume must not change its options '
                   f'(the decision now is --amp {amp})', flush=True)
     return run_rows(mains, out, lambda name: row_command(name, options, started_amp(out / name) or amp), is_finished,
-                    jobs=options.jobs, threads=options.threads, poll=options.poll) if mains else 0
+                    jobs=options.jobs, threads=options.threads, poll=options.poll)
 
 
 def list_rows(options, native=None):

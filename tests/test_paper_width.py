@@ -200,3 +200,15 @@ def test_list_shows_each_rows_state_and_recorded_amp(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert 'check_fp32             finished' in printed and 'beauty_id_d1024        started (--amp bf16)' in printed
     assert 'beauty_text_d1024      pending' in printed and '--amp AMP' in printed
+
+
+def test_check_rows_alone_report_their_verdict_and_start_no_main_row(tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'paper_width'
+    calls = []
+    monkeypatch.setattr(paper_width, 'run_rows', fake_run_rows(calls))
+    argv = ['run', '--out', str(out), '--language_encoder', 'ENCODER', '--data_root', 'DATA', 'check_bf16', 'check_fp32']
+    assert paper_width.main(argv, native=NATIVE) == 0
+    assert calls == [{name: calls[0][name] for name in ('check_bf16', 'check_fp32')}]  # no main row started
+    printed = capsys.readouterr().out
+    assert 'check rows done; the main rows would train with --amp none, because the check is not finished: ' \
+           'check_fp32_seed2 has 0 of 2 epochs' in printed and 'main rows: --amp' not in printed
