@@ -262,7 +262,23 @@ def check_result(out, native):
     verdict = bf16_verdict(*logs.values(), (native or device_bf16()) if complete else (False, 'not probed'))
     rows = {name: {'amp': started_amp(out / name), 'epochs': len(log),
                    'minutes': sum(float(r['seconds']) for r in log) / 60} for name, log in logs.items()}
-    return {'rows': rows, 'passed': verdict.passed, 'reason': verdict.reason, 'epochs': verdict.epochs}
+    return {'rows': rows, 'passed': verdict.passed, 'reason': verdict.reason, 'epochs': verdict.epochs,
+            'by_size': check_by_size(*logs.values()) if complete else []}
+
+
+def check_by_size(fp32_log, seed2_log, bf16_log):
+    """Every size at the last check epoch: the three validation NDCG@10, |bf16 - fp32| and |seed 43 - fp32|.
+    Shown, not judged: the verdict reads the largest size, and one seed pair is a rough noise estimate per size."""
+    last = [log[CHECK_EPOCHS - 1] for log in (fp32_log, seed2_log, bf16_log)]
+    rows = []
+    for size in PAPER_SIZES:
+        column = f'val_NDCG@10@size{size}'
+        if not all(column in row for row in last):
+            continue
+        fp32, seed2, bf16 = (float(row[column]) for row in last)
+        rows.append({'size': size, 'fp32': fp32, 'fp32_seed2': seed2, 'bf16': bf16,
+                     'bf16_gap': abs(bf16 - fp32), 'seed_gap': abs(seed2 - fp32)})
+    return rows
 
 
 def check_markdown(check):
@@ -270,6 +286,14 @@ def check_markdown(check):
              '|---:|---:|---:|---:|---:|---:|---|']
     lines += [f"| {e['epoch']} | {e['fp32']:.4f} | {e['fp32_seed2']:.4f} | {e['bf16']:.4f} | {e['difference']:+.5f} | "
               f"{e['noise']:.5f} | {'yes' if e['within'] else 'no'} |" for e in check['epochs']]
+    if check['by_size']:
+        lines += ['', f'Every size at epoch {CHECK_EPOCHS} (shown, not judged: the verdict reads the largest size):', '',
+                  '| size | fp32 | fp32 seed 43 | bf16 | abs(bf16 - fp32) | abs(seed 43 - fp32) | relative bf16 gap |',
+                  '|---:|---:|---:|---:|---:|---:|---:|']
+        lines += [f"| {r['size']} | {r['fp32']:.4f} | {r['fp32_seed2']:.4f} | {r['bf16']:.4f} | {r['bf16_gap']:.5f} | "
+                  f"{r['seed_gap']:.5f} | {r['bf16_gap'] / r['fp32']:.1%} |" if r['fp32'] else
+                  f"| {r['size']} | 0 | {r['fp32_seed2']:.4f} | {r['bf16']:.4f} | {r['bf16_gap']:.5f} | "
+                  f"{r['seed_gap']:.5f} | – |" for r in check['by_size']]
     minutes = ', '.join(f"{name} {r['epochs']} epochs in {r['minutes']:.0f} min" for name, r in check['rows'].items())
     return '\n'.join(lines) + (f"\n\nNoise: max(|fp32 - fp32 seed 43|, {NOISE_FLOOR}). Verdict: "
                                f"{'bf16' if check['passed'] else 'fp32'}, because {check['reason']}.\n\n"

@@ -212,3 +212,24 @@ def test_check_rows_alone_report_their_verdict_and_start_no_main_row(tmp_path, m
     printed = capsys.readouterr().out
     assert 'check rows done; the main rows would train with --amp none, because the check is not finished: ' \
            'check_fp32_seed2 has 0 of 2 epochs' in printed and 'main rows: --amp' not in printed
+
+
+def test_report_shows_every_size_of_the_check_at_its_last_epoch(tmp_path):
+    out = tmp_path / 'paper_width'
+    per_size = {'check_fp32': (0.010, 0.040), 'check_fp32_seed2': (0.011, 0.041), 'check_bf16': (0.008, 0.0405)}
+    for name, (small, large) in per_size.items():
+        started(out / name, 'bf16' if name == 'check_bf16' else 'none')
+        (out / name / 'logs').mkdir()
+        columns = [f'val_NDCG@10@size{s}' for s in SIZES]
+        with open(out / name / 'logs' / 'logs.csv', 'w', newline='') as handle:
+            writer = csv.writer(handle)
+            writer.writerow(['epoch', 'train_loss', 'seconds', 'val_NDCG@10'] + columns)
+            for epoch in (1, 2):  # only the last epoch's sizes are shown; epoch 1 is a decoy
+                sizes = [small * epoch / 2] + [large * epoch / 2] * (len(SIZES) - 1)
+                writer.writerow([epoch, 1.0, 60.0, large * epoch / 2] + sizes)
+    assert paper_width.main(['report', '--out', str(out)], native=NATIVE) == 0
+    md = (out / 'paper_width.md').read_text()
+    assert '| 8 | 0.0100 | 0.0110 | 0.0080 | 0.00200 | 0.00100 | 20.0% |' in md
+    assert '| 1024 | 0.0400 | 0.0410 | 0.0405 | 0.00050 | 0.00100 | 1.3% |' in md
+    check = json.loads((out / 'paper_width.json').read_text())['check']
+    assert [r['size'] for r in check['by_size']] == SIZES and check['passed']
