@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from config import parse_args
-from scripts import dataset_table, paper_width
+from scripts import bf16_check, dataset_table, paper_width
 
 SIZES = [8, 16, 32, 64, 128, 256, 512, 1024]
 
@@ -50,24 +50,24 @@ NATIVE = (True, 'avx512_bf16 (test)')
 
 def test_bf16_passes_within_the_seeds_difference_and_only_where_native():
     fp32, seed2 = log(0.0300, 0.0400), log(0.0290, 0.0420)  # noise: 0.0010, then 0.0020
-    verdict = paper_width.bf16_verdict(fp32, seed2, log(0.0305, 0.0385), NATIVE)
+    verdict = bf16_check.bf16_verdict(fp32, seed2, log(0.0305, 0.0385), NATIVE)
     assert verdict.passed and 'avx512_bf16 (test)' in verdict.reason
     assert 'epoch 2: |bf16 - fp32| = 0.00150 against the noise 0.00200' in verdict.reason
     assert [round(e['difference'], 6) for e in verdict.epochs] == [0.0005, -0.0015]
-    different = paper_width.bf16_verdict(fp32, seed2, log(0.0305, 0.0430), NATIVE)  # 0.0030 > 0.0020
+    different = bf16_check.bf16_verdict(fp32, seed2, log(0.0305, 0.0430), NATIVE)  # 0.0030 > 0.0020
     assert not different.passed and 'beyond the run-to-run noise at epoch 2' in different.reason
     assert '0.00300 against the noise 0.00200' in different.reason and not different.epochs[1]['within']
-    emulated = paper_width.bf16_verdict(fp32, seed2, log(0.0305, 0.0385), (False, 'no bf16 instructions'))
+    emulated = bf16_check.bf16_verdict(fp32, seed2, log(0.0305, 0.0385), (False, 'no bf16 instructions'))
     assert not emulated.passed and 'not native here: no bf16 instructions' in emulated.reason
     assert '\n' not in emulated.reason
 
 
 def test_the_floor_stands_for_the_noise_when_the_seeds_agree():
     same = log(0.0300, 0.0400)
-    assert paper_width.bf16_verdict(same, same, log(0.0304, 0.0397), NATIVE).passed  # within 0.0005
-    assert not paper_width.bf16_verdict(same, same, log(0.0304, 0.0393), NATIVE).passed  # 0.0007 at epoch 2
-    assert paper_width.bf16_verdict(same, same, log(0.0304, 0.0393), NATIVE, floor=0.001).passed
-    short = paper_width.bf16_verdict(same, same, log(0.0304), NATIVE)
+    assert bf16_check.bf16_verdict(same, same, log(0.0304, 0.0397), NATIVE).passed  # within 0.0005
+    assert not bf16_check.bf16_verdict(same, same, log(0.0304, 0.0393), NATIVE).passed  # 0.0007 at epoch 2
+    assert bf16_check.bf16_verdict(same, same, log(0.0304, 0.0393), NATIVE, floor=0.001).passed
+    short = bf16_check.bf16_verdict(same, same, log(0.0304), NATIVE)
     assert not short.passed and short.reason == 'the check is not finished: check_bf16 has 1 of 2 epochs'
 
 
