@@ -27,6 +27,7 @@ BEST_AND_STOP = (f'{LOOP}::test_best_checkpoint_is_chosen_on_best_metric_at_the_
 WIRING = 'tests/test_loop_wiring.py'
 EPOCH_ORDER = f'{WIRING}::test_each_epoch_trains_every_user_once_in_an_order_of_its_own'
 POPULARITY_WIRING = f'{WIRING}::test_popularity_buckets_count_the_target_among_training_labels_only'
+BF16_CHECK = 'tests/test_paper_width.py'
 
 MUTATIONS = [
     # ---- split wiring (datasets/p5.py) ----------------------------------------------------------
@@ -298,4 +299,15 @@ MUTATIONS = [
     Mutation('recommend-boost-ignored', 'cold start', 'recommend.py --new_item_boost leaves the added items as they were',
              'deploy/recommender.py', '            scores[:, self.added_items] += self.new_item_boost', '            pass',
              ('tests/test_add_items.py::test_recommend_boosts_the_added_items_only',)),
+    # ---- studies: the bf16 check of the paper's width (scripts/bf16_check.py) -------------------
+    Mutation('bf16-verdict-ignores-native', 'studies', 'bf16 passes where it is only emulated',
+             'scripts/bf16_check.py', '    if not native[0]:', '    if False:',
+             (f'{BF16_CHECK}::test_bf16_passes_within_the_seeds_difference_and_only_where_native',)),
+    Mutation('bf16-noise-ignores-seeds', 'studies', "the noise is the floor alone, not the two fp32 seeds' gap",
+             'scripts/bf16_check.py', '        noise = max(abs(fp32 - seed2), floor)', '        noise = floor',
+             (f'{BF16_CHECK}::test_bf16_passes_within_the_seeds_difference_and_only_where_native',)),
+    Mutation('bf16-first-epoch-only', 'studies', 'the check judges its first epoch only',
+             'scripts/bf16_check.py', '    for index in range(CHECK_EPOCHS):', '    for index in range(1):',
+             (f'{BF16_CHECK}::test_bf16_passes_within_the_seeds_difference_and_only_where_native',
+              f'{BF16_CHECK}::test_the_floor_stands_for_the_noise_when_the_seeds_agree')),
 ]

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 sys.path.insert(0, str(ROOT / 'scripts'))
 from mutations import MUTATIONS  # noqa: E402  (scripts/ is not a package)
 
-AREAS = {'split', 'training loop', 'initialisation', 'model', 'metrics', 'evaluation', 'slicing', 'cold start'}
+AREAS = {'split', 'training loop', 'initialisation', 'model', 'metrics', 'evaluation', 'slicing', 'cold start', 'studies'}
 
 
 def test_the_list_covers_every_area_with_unique_names():
