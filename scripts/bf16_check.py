@@ -69,10 +69,10 @@ def check_markdown(check):
         lines += ['', f'Every size at epoch {CHECK_EPOCHS} (shown, not judged: the verdict reads the largest size):', '',
                   '| size | fp32 | fp32 seed 43 | bf16 | abs(bf16 - fp32) | abs(seed 43 - fp32) | relative bf16 gap |',
                   '|---:|---:|---:|---:|---:|---:|---:|']
-        lines += [f"| {r['size']} | {r['fp32']:.4f} | {r['fp32_seed2']:.4f} | {r['bf16']:.4f} | {r['bf16_gap']:.5f} | "
-                  f"{r['seed_gap']:.5f} | {r['bf16_gap'] / r['fp32']:.1%} |" if r['fp32'] else
-                  f"| {r['size']} | 0 | {r['fp32_seed2']:.4f} | {r['bf16']:.4f} | {r['bf16_gap']:.5f} | "
-                  f"{r['seed_gap']:.5f} | – |" for r in check['by_size']]
+        for r in check['by_size']:
+            relative = f"{r['bf16_gap'] / r['fp32']:.1%}" if r['fp32'] else '–'  # fp32 at 0: no relative gap
+            lines.append(f"| {r['size']} | {r['fp32']:.4f} | {r['fp32_seed2']:.4f} | {r['bf16']:.4f} | "
+                         f"{r['bf16_gap']:.5f} | {r['seed_gap']:.5f} | {relative} |")
     minutes = ', '.join(f"{name} {r['epochs']} epochs in {r['minutes']:.0f} min" for name, r in check['rows'].items())
     return '\n'.join(lines) + (f"\n\nNoise: max(|fp32 - fp32 seed 43|, {NOISE_FLOOR}). Verdict: "
                                f"{'bf16' if check['passed'] else 'fp32'}, because {check['reason']}.\n\n"
