@@ -113,7 +113,7 @@ def select(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--only', help='comma-separated mutation names')
-    parser.add_argument('--area', help='split, training loop, initialisation, model, metrics, evaluation, slicing, cold start')
+    parser.add_argument('--area', help=', '.join(dict.fromkeys(m.area for m in MUTATIONS)))
     parser.add_argument('--list', action='store_true', help='print the mutations and stop')
     parser.add_argument('--timeout', type=int, default=300, help='seconds per test run')
     parser.add_argument('--keep', action='store_true', help='keep the copy of the repository (its path is printed)')

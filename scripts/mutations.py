@@ -28,6 +28,7 @@ WIRING = 'tests/test_loop_wiring.py'
 EPOCH_ORDER = f'{WIRING}::test_each_epoch_trains_every_user_once_in_an_order_of_its_own'
 POPULARITY_WIRING = f'{WIRING}::test_popularity_buckets_count_the_target_among_training_labels_only'
 BF16_CHECK = 'tests/test_paper_width.py'
+NESTED_DEDICATED = 'tests/test_nested_dedicated.py'
 
 MUTATIONS = [
     # ---- split wiring (datasets/p5.py) ----------------------------------------------------------
@@ -310,4 +311,11 @@ MUTATIONS = [
              'scripts/bf16_check.py', '    for index in range(CHECK_EPOCHS):', '    for index in range(1):',
              (f'{BF16_CHECK}::test_bf16_passes_within_the_seeds_difference_and_only_where_native',
               f'{BF16_CHECK}::test_the_floor_stands_for_the_noise_when_the_seeds_agree')),
+    # ---- studies: the "deploy anywhere" target of nested against dedicated ----------------------
+    Mutation('nested-target-shortfall-in-points', 'studies', 'the shortfall is 0.95 - ratio, not relative to 0.95x',
+             'scripts/nested_dedicated.py', '{1 - r / TARGET_RATIO:.0%} short', '{TARGET_RATIO - r:.0%} short',
+             (f'{NESTED_DEDICATED}::test_report_states_the_target_per_size_and_what_is_not_measured',)),
+    Mutation('nested-target-skips-unmeasured', 'studies', 'a size without its dedicated row is silently left out',
+             'scripts/nested_dedicated.py', '            unmeasured.append(str(size))', '            pass',
+             (f'{NESTED_DEDICATED}::test_report_states_the_target_per_size_and_what_is_not_measured',)),
 ]

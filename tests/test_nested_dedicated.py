@@ -93,3 +93,16 @@ def test_report_sets_each_slice_beside_its_dedicated_model(tmp_path):
 def test_report_without_any_row_is_one_clear_line(tmp_path):
     with pytest.raises(SystemExit, match='no row has started'):
         nested_dedicated.main(['report', '--out', str(tmp_path)])
+
+
+def test_report_states_the_target_per_size_and_what_is_not_measured(tmp_path):
+    out = tmp_path / 'nested'
+    sizes = [8, 16, 32, 64, 128, 256]
+    fake_row(out / 'beauty_text_nested', sizes, {s: 0.001 * s ** 0.5 for s in sizes}, 1000)
+    fake_row(out / 'beauty_text_d32', [32], {32: 0.0075}, 300)  # 0.0057 / 0.0075 = 0.754x
+    fake_row(out / 'beauty_text_d128', [128], {128: 0.0119}, 300)  # 0.0113 / 0.0119 = 0.951x
+    assert nested_dedicated.main(['report', '--out', str(out)]) == 0
+    table = (out / 'nested_dedicated.md').read_text()
+    # the shortfall is relative to the 0.95x target: 1 - 0.754 / 0.95 = 21%
+    assert ("Target (nested NDCG@10 at least 0.95x the dedicated model's from size 32 up): met at 128 (0.95x); "
+            "missed at 32 (0.75x, 21% short); not measured yet at 64, 256.") in table
