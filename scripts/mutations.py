@@ -313,7 +313,7 @@ MUTATIONS = [
               f'{BF16_CHECK}::test_the_floor_stands_for_the_noise_when_the_seeds_agree')),
     # ---- studies: the "deploy anywhere" target of nested against dedicated ----------------------
     Mutation('nested-target-shortfall-in-points', 'studies', 'the shortfall is 0.95 - ratio, not relative to 0.95x',
-             'scripts/nested_dedicated.py', '{1 - r / TARGET_RATIO:.0%} short', '{TARGET_RATIO - r:.0%} short',
+             'scripts/nested_dedicated.py', '{1 - n / (TARGET_RATIO * d):.0%} short', '{TARGET_RATIO - n / d:.0%} short',
              (f'{NESTED_DEDICATED}::test_report_states_the_target_per_size_and_what_is_not_measured',)),
     Mutation('nested-target-skips-unmeasured', 'studies', 'a size without its dedicated row is silently left out',
              'scripts/nested_dedicated.py', '            unmeasured.append(str(size))', '            pass',

@@ -158,20 +158,21 @@ def target_line(group, results):
     met, missed, unmeasured = [], [], []
     for size in (s for s in SIZES if s >= TARGET_FROM):
         dedicated = results.get(f'{group}_d{size}', {}).get('test')
-        if not (nested and dedicated and dedicated[str(size)]['NDCG@10']):
+        if not (nested and dedicated):
             unmeasured.append(str(size))
             continue
-        r = nested[str(size)]['NDCG@10'] / dedicated[str(size)]['NDCG@10']
-        if r >= TARGET_RATIO:
-            met.append(f'{size} ({r:.2f}x)')
+        n, d = nested[str(size)]['NDCG@10'], dedicated[str(size)]['NDCG@10']
+        if n >= TARGET_RATIO * d:  # a dedicated model at 0 is met, not divided by
+            met.append(f'{size} ({ratio(n, d)})')
         else:
-            missed.append(f'{size} ({r:.2f}x, {1 - r / TARGET_RATIO:.0%} short)')
-    parts = [f'met at {", ".join(met)}' if met else 'met at no size',
-             f'missed at {", ".join(missed)}' if missed else '']
+            missed.append(f'{size} ({ratio(n, d)}, {1 - n / (TARGET_RATIO * d):.0%} short)')
+    parts = [f'met at {", ".join(met) or "no size"}']
+    if missed:
+        parts.append(f'missed at {", ".join(missed)}')
     if unmeasured:
         parts.append(f'not measured yet at {", ".join(unmeasured)}')
-    return (f'Target (nested NDCG@10 at least {TARGET_RATIO}x the dedicated model\'s from size {TARGET_FROM} '
-            f'up): ' + '; '.join(p for p in parts if p) + '.')
+    return (f"Target (nested NDCG@10 at least {TARGET_RATIO}x the dedicated model's from size {TARGET_FROM} "
+            f"up): {'; '.join(parts)}.")
 
 
 def bucket_lines(group, results):
